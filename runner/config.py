@@ -1,0 +1,144 @@
+"""Typed schemas behind every YAML group, registered in Hydra's ConfigStore.
+
+conf/config.yaml lists `config_schema` first in its defaults, so each group's YAML is merged into
+the dataclass below: a misspelt key or a value of the wrong type fails at compose time, before
+anything heavy is imported. The YAML files stay the human face; this file is the contract.
+
+Keep this module free of jax/keras/tensorflow imports: `--cfg job` and `--help` must stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class TrackingMode(str, Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+class OptimizerName(str, Enum):
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class LayoutSource(str, Enum):
+    auto = "auto"  # the model family's own keras-hub layout map
+    rules = "rules"  # the named rules in layout.rules, and nothing else
+
+
+class Sampler(str, Enum):
+    greedy = "greedy"
+    top_k = "top_k"
+    top_p = "top_p"
+
+
+@dataclass
+class ModelConfig:
+    # keras-hub preset name, hf://org/name, kaggle://org/model/keras/variant, a local preset
+    # directory, or the name of a preset shipped in runner/assets/presets.
+    preset: str = MISSING
+
+
+@dataclass
+class MeshConfig:
+    shape: List[int] = field(default_factory=lambda: [2, 4])  # one entry may be -1
+    axis_names: List[str] = field(default_factory=lambda: ["batch", "model"])
+    batch_axis: str = "batch"  # the axis the global batch is split along
+    model_axis: str = "model"  # the axis the family's own layout map splits weights along
+
+
+@dataclass
+class LayoutRule:
+    pattern: str = MISSING  # regex, re.fullmatch'ed against variable paths, as Keras does
+    axes: List[Optional[str]] = MISSING  # one mesh axis name (or null) per variable dimension
+
+
+@dataclass
+class LayoutConfig:
+    source: LayoutSource = LayoutSource.auto
+    rules: Dict[str, LayoutRule] = field(default_factory=dict)
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 0  # 0 turns LoRA off: every weight trains
+    alpha: Optional[float] = None  # scale = alpha / rank; null means alpha = rank (scale 1)
+    targets: Optional[List[str]] = None  # layer names; null means the family's defaults
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.adamw
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    exclude_from_weight_decay: List[str] = field(default_factory=list)
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+    momentum: float = 0.0
+    clipnorm: Optional[float] = None
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING  # a TFDS name, e.g. imdb_reviews or tiny_reviews (shipped)
+    split: str = "train"  # TFDS split syntax: train, train[:10%], ...
+    text_field: str = "text"
+    take: Optional[int] = None  # use only the first N examples of the split
+    shuffle_buffer: int = 10000
+    data_dir: Optional[str] = None  # null: $TFDS_DATA_DIR or ~/tensorflow_datasets
+    download: bool = True  # may fetch a dataset that is not prepared (never tried offline)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8  # global batch, split along mesh.batch_axis
+    sequence_length: int = 64
+    steps: Optional[int] = None  # stop after this many steps (null: run all epochs)
+    epochs: int = 1
+    log_every: int = 1
+
+
+@dataclass
+class GenerateConfig:
+    prompts: List[str] = field(default_factory=list)
+    max_length: int = 48  # tokens, prompt included
+    sampler: Sampler = Sampler.greedy
+
+
+@dataclass
+class TrackingConfig:
+    mode: TrackingMode = TrackingMode.offline
+    project: str = "keras-runner"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    name: str = "default"
+    seed: int = 0
+    cpu_devices: int = 8
+
+
+def register_configs() -> None:
+    """Called by the entry point and by tests, never at import time."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)

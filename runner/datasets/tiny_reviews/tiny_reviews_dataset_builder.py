@@ -1,0 +1,38 @@
+"""tiny_reviews: 1800 short film reviews written by runner.tools.make_corpus (shipped, offline).
+
+A real GeneratorBasedBuilder over files in runner/assets/corpus, so the default experiment goes
+through exactly the TFDS path (builder, prepare, splits, slicing) that imdb_reviews would.
+"""
+
+import json
+from pathlib import Path
+
+import tensorflow_datasets as tfds
+
+CORPUS = Path(__file__).resolve().parents[2] / "assets" / "corpus"
+
+
+class TinyReviews(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "1600 train / 200 validation reviews."}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Short first-person film reviews with a score out of 10.",
+            features=tfds.features.FeaturesDict({
+                "text": tfds.features.Text(),
+                "label": tfds.features.ClassLabel(names=["negative", "positive"]),
+            }),
+            supervised_keys=("text", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download: the files ship with the project
+        return {split: self._generate_examples(CORPUS / f"reviews_{split}.jsonl")
+                for split in ("train", "validation")}
+
+    def _generate_examples(self, path):
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                yield i, json.loads(line)

@@ -1,0 +1,91 @@
+"""Layout config -> named rules -> keras.distribution.LayoutMap.
+
+A rule is (name, regex, axes). Keeping names (rather than a bare LayoutMap) is what lets the plan
+say *which* rule matched nothing or split a dimension badly, and lets the command line change one
+rule: `layout.rules.embedding.axes=[null,model]` or `~layout.rules.embedding`.
+
+Matching follows keras.distribution.LayoutMap.__getitem__ exactly: an exact key wins, otherwise
+every pattern is re.fullmatch'ed, and two matches is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from runner.errors import UserError
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    pattern: str
+    axes: tuple[Optional[str], ...]
+    origin: str  # where a user changes it, e.g. "layout.rules.embedding"
+
+
+def auto_rules(backbone_cls, mesh_shape: dict[str, int], model_axis: str, batch_axis: str
+               ) -> list[Rule]:
+    """The family's own keras-hub layout map (e.g. GemmaBackbone.get_layout_map) as rules.
+
+    keras-hub's helpers want a DeviceMesh only to read its axis names, so a mesh over placeholder
+    device names works for any topology, including ones this machine does not have.
+    """
+    import keras
+
+    helper = getattr(backbone_cls, "get_layout_map", None)
+    if helper is None:
+        raise UserError(
+            f"layout=auto: keras-hub has no layout map for {backbone_cls.__name__}; "
+            "use a rules file (conf/layout/) or write layout.rules")
+    n = 1
+    for size in mesh_shape.values():
+        n *= size
+    mesh = keras.distribution.DeviceMesh(
+        shape=tuple(mesh_shape.values()), axis_names=list(mesh_shape),
+        devices=[f"placeholder:{i}" for i in range(n)])
+    layout_map = helper(mesh, model_parallel_dim_name=model_axis,
+                        data_parallel_dim_name=batch_axis)
+    origin = f"layout=auto ({backbone_cls.__name__}.get_layout_map)"
+    return [Rule(name=f"auto_{i}", pattern=key, axes=tuple(layout_map[key].axes), origin=origin)
+            for i, key in enumerate(layout_map)]
+
+
+def configured_rules(layout_cfg, backbone_cls, mesh_shape: dict[str, int], mesh_cfg
+                     ) -> list[Rule]:
+    """The rules a run uses: the family's own (source=auto) or layout.rules (source=rules)."""
+    source = getattr(layout_cfg.source, "value", layout_cfg.source)
+    if source == "auto":
+        if layout_cfg.rules:
+            raise UserError(
+                "layout.rules is set but layout.source=auto ignores it; use layout.source=rules "
+                "(a rules file such as layout=gemma_model_parallel) to apply your own rules")
+        return auto_rules(backbone_cls, mesh_shape, mesh_cfg.model_axis, mesh_cfg.batch_axis)
+    rules = []
+    for name, rule in layout_cfg.rules.items():
+        try:
+            re.compile(rule.pattern)
+        except re.error as exc:
+            raise UserError(f"layout.rules.{name}.pattern={rule.pattern!r} is not a valid "
+                            f"regex ({exc}); fix the pattern") from None
+        rules.append(Rule(name=name, pattern=rule.pattern, axes=tuple(rule.axes),
+                          origin=f"layout.rules.{name}"))
+    return rules
+
+
+def matching_rules(path: str, rules: Sequence[Rule]) -> list[Rule]:
+    """Rules that apply to `path`, as keras LayoutMap decides (exact key first, then fullmatch)."""
+    exact = [r for r in rules if r.pattern == path]
+    if exact:
+        return exact[:1]
+    return [r for r in rules if re.fullmatch(r.pattern, path)]
+
+
+def build_layout_map(rules: Sequence[Rule], device_mesh):
+    import keras
+
+    layout_map = keras.distribution.LayoutMap(device_mesh)
+    for rule in rules:
+        layout_map[rule.pattern] = tuple(rule.axes)
+    return layout_map

@@ -1,0 +1,170 @@
+"""The sharding plan: every variable's shape, dtype, partition spec and bytes per device.
+
+Made from variables built with no memory behind them (keras.StatelessScope with
+initialize_variables=False; see runner.model.abstract_model), before any weight is loaded, and
+checked for the mistakes that otherwise surface on the accelerator or never: a rule that matches
+nothing (the variable is silently replicated), a variable matched by two rules, a spec whose rank
+differs from the variable's (Keras pads it silently), an axis the mesh does not have, a dimension
+not divisible by its mesh axis, a batch not divisible by the batch axis.
+
+The same plan is the source of sharding.tsv and of the W&B sharding table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from runner.errors import UserError
+from runner.layout import Rule, matching_rules
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: str  # weight | lora | optimizer
+    trainable: bool
+    spec: tuple[Optional[str], ...]  # one mesh axis (or None) per dimension
+    rule: str  # the rule that set the spec, "-" if none (replicated)
+    bytes_per_device: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    entries: list[Entry]
+    problems: list[str]
+    axis_sizes: dict[str, int]
+
+    @property
+    def weights(self) -> list[Entry]:
+        return [e for e in self.entries if e.kind != "optimizer"]
+
+    @property
+    def total_params(self) -> int:
+        return sum(math.prod(e.shape) for e in self.weights)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(math.prod(e.shape) for e in self.weights if e.trainable)
+
+    def check(self) -> None:
+        """Raise UserError naming the first problem (and how many more there are)."""
+        if self.problems:
+            more = len(self.problems) - 1
+            suffix = f" (and {more} more problem{'s' * (more > 1)}; see `python -m runner.plan`)" \
+                if more else ""
+            raise UserError(self.problems[0] + suffix)
+
+
+TSV_COLUMNS = ["path", "kind", "shape", "dtype", "spec", "bytes_per_device", "rule"]
+
+
+def spec_str(spec: Sequence[Optional[str]]) -> str:
+    return "(" + ", ".join("None" if a is None else a for a in spec) + ")"
+
+
+def tsv_rows(plan: Plan) -> list[list[str]]:
+    return [[e.path, e.kind, "x".join(map(str, e.shape)) or "scalar", e.dtype, spec_str(e.spec),
+             str(e.bytes_per_device), e.rule] for e in plan.entries]
+
+
+def write_tsv(plan: Plan, path) -> None:
+    lines = ["\t".join(TSV_COLUMNS)] + ["\t".join(r) for r in tsv_rows(plan)]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _itemsize(dtype: str) -> int:
+    import numpy as np
+
+    import ml_dtypes  # noqa: F401  (registers bfloat16 etc. with numpy)
+
+    return np.dtype(dtype).itemsize
+
+
+def _variable_problems(path, shape, rule: Optional[Rule], axis_sizes) -> list[str]:
+    if rule is None:
+        return []
+    if len(rule.axes) != len(shape):
+        return [f"{rule.origin} gives {len(rule.axes)} axes {spec_str(rule.axes)} to {path}, "
+                f"which has {len(shape)} dimensions {tuple(shape)}; give one axis (or null) "
+                f"per dimension in {rule.origin}.axes"]
+    problems = []
+    for dim, (size, axis) in enumerate(zip(shape, rule.axes)):
+        if axis is None:
+            continue
+        if axis not in axis_sizes:
+            problems.append(f"{rule.origin} names mesh axis '{axis}', which is not in "
+                            f"mesh.axis_names={list(axis_sizes)}; use one of those or null")
+        elif size % axis_sizes[axis]:
+            problems.append(
+                f"{path} dimension {dim} (size {size}) does not divide by mesh axis '{axis}' "
+                f"(size {axis_sizes[axis]}), set by {rule.origin}; use a mesh whose '{axis}' "
+                f"axis divides {size}, or null for dimension {dim} in {rule.origin}.axes")
+    return problems
+
+
+def _entry(path, shape, dtype, kind, trainable, rule, axis_sizes) -> Entry:
+    spec = tuple(rule.axes) if rule is not None and len(rule.axes) == len(shape) \
+        else (None,) * len(shape)
+    split = math.prod(axis_sizes.get(a, 1) for a in spec if a is not None)
+    nbytes = math.prod(shape) * _itemsize(dtype)
+    return Entry(path=path, shape=tuple(shape), dtype=dtype, kind=kind, trainable=trainable,
+                 spec=spec, rule=rule.name if rule else "-", bytes_per_device=nbytes // split)
+
+
+def make_plan(variables, optimizer_variables, rules: Sequence[Rule], axis_sizes: dict[str, int],
+              batch_size: Optional[int] = None, batch_axis: Optional[str] = None) -> Plan:
+    """variables: the model's (stateless) variables; optimizer_variables: the optimizer's,
+    built over the trainable ones. Optimizer slots take their reference variable's layout,
+    as keras BaseOptimizer.add_variable_from_reference does."""
+    problems: list[str] = []
+    entries: list[Entry] = []
+    used: set[str] = set()
+    seen_patterns: dict[str, str] = {}
+    for rule in rules:
+        if rule.pattern in seen_patterns:
+            problems.append(f"{rule.origin} repeats the pattern of {seen_patterns[rule.pattern]}; "
+                            "merge them or remove one")
+        seen_patterns.setdefault(rule.pattern, rule.origin)
+
+    by_sanitized = {}
+    for v in variables:
+        hits = matching_rules(v.path, rules)
+        if len(hits) > 1:
+            problems.append(f"{v.path} is matched by {len(hits)} rules "
+                            f"({', '.join(r.origin for r in hits)}); make the patterns disjoint")
+        rule = hits[0] if len(hits) == 1 else None
+        used.update(r.name for r in hits)
+        problems += _variable_problems(v.path, v.shape, rule, axis_sizes)
+        kind = "lora" if "lora_kernel" in v.path else "weight"
+        entry = _entry(v.path, v.shape, str(v.dtype), kind, bool(v.trainable), rule, axis_sizes)
+        entries.append(entry)
+        by_sanitized[v.path.replace("/", "_")] = (entry, rule)
+
+    for v in optimizer_variables:
+        # adamw/decoder_block_0_attention_query_lora_kernel_a_momentum -> its reference variable
+        local = v.path.split("/", 1)[-1]
+        ref = next((by_sanitized[k] for k in sorted(by_sanitized, key=len, reverse=True)
+                    if local.startswith(k + "_")), None)
+        rule = ref[1] if ref else None
+        entries.append(_entry(v.path, v.shape, str(v.dtype), "optimizer", False, rule,
+                              axis_sizes))
+
+    for rule in rules:
+        if rule.name not in used:
+            problems.append(
+                f"{rule.origin} (pattern {rule.pattern!r}) matches no variable of this model, so "
+                "what it was meant to split stays replicated; fix the pattern (it must match the "
+                "whole path, e.g. decoder_block_0/attention/query/kernel) or remove the rule")
+
+    if batch_size is not None and batch_axis is not None:
+        n = axis_sizes.get(batch_axis, 1)
+        if batch_size % n:
+            problems.append(
+                f"train.batch_size={batch_size} does not divide by the mesh's batch axis "
+                f"'{batch_axis}' (size {n}); use a multiple of {n}")
+    return Plan(entries=entries, problems=problems, axis_sizes=dict(axis_sizes))

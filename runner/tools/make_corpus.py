@@ -1,0 +1,167 @@
+"""Writes the two small text corpora the project ships, from templates and a seed.
+
+Why generated text: the base model must be pretrained on text we may ship, and the fine-tuning
+set must differ from it in *style* so that LoRA's effect is visible in samples. The pretraining
+corpus is neutral, third-person, encyclopedic prose about towns, rivers, animals, food and films;
+the review set is first-person, emphatic opinion with a score ("9/10"), about films only.
+
+    python -m runner.tools.make_corpus          # rewrites runner/assets/corpus/*
+
+The output is a pure function of the seed, so rerunning reproduces the shipped files byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "corpus"
+
+TOWNS = ["Alderford", "Brightwater", "Castlemere", "Dunmore", "Eastbrook", "Fairhaven",
+         "Glenrock", "Harrowgate", "Ivybridge", "Kingsley", "Larkspur", "Millbrook",
+         "Northwood", "Oakhurst", "Pinecrest", "Queensport", "Redcliff", "Stonebridge",
+         "Thornbury", "Westmoor"]
+RIVERS = ["Aven", "Brenn", "Calder", "Derwen", "Esk", "Frome", "Garra", "Hollin", "Isel", "Lune"]
+REGIONS = ["the northern hills", "the coastal plain", "the river valley", "the eastern marshes",
+           "the high moorland", "the southern downs", "the lake district", "the western forest"]
+INDUSTRIES = ["wool", "timber", "fishing", "pottery", "grain", "cider", "shipbuilding",
+              "stone quarrying", "glassmaking", "printing"]
+ANIMALS = [("heron", "birds", "fish and frogs"), ("badger", "mammals", "worms and roots"),
+           ("otter", "mammals", "fish and crayfish"), ("kestrel", "birds", "voles and insects"),
+           ("red deer", "mammals", "grass and young shoots"), ("newt", "amphibians", "small insects"),
+           ("hedgehog", "mammals", "beetles and slugs"), ("swift", "birds", "flying insects"),
+           ("pike", "fish", "smaller fish"), ("dormouse", "mammals", "nuts and berries")]
+HABITATS = ["wetlands", "old woodland", "hedgerows", "open grassland", "slow rivers",
+            "rocky hillsides", "quiet ponds", "village gardens"]
+DISHES = [("barley soup", "barley, leeks and stock"), ("apple cake", "apples, flour and butter"),
+          ("fish pie", "white fish, potatoes and milk"), ("bean stew", "beans, onions and herbs"),
+          ("oat bread", "oats, flour and yeast"), ("plum jam", "plums and sugar"),
+          ("cheese scones", "flour, cheese and butter"), ("lentil broth", "lentils and carrots")]
+SEASONS = ["spring", "summer", "autumn", "winter"]
+FILM_WORDS = ["The Silent Harbour", "Glass Mountain", "A Winter Crossing", "The Last Lantern",
+              "Northern Lights", "The Clockmaker", "River of Stars", "Paper Kingdoms",
+              "The Long Orchard", "Midnight Ferry", "The Copper Bell", "Distant Shores",
+              "The Quiet Engine", "Salt and Iron", "The Lighthouse Keeper", "Seven Bridges"]
+GENRES = ["drama", "comedy", "thriller", "mystery", "adventure", "romance", "documentary"]
+DIRECTORS = ["Ana Morel", "Jonas Vik", "Priya Nair", "Tomas Berg", "Lea Duval", "Omar Haddad",
+             "Mei Lin", "Carlos Ruiz", "Ines Moreau", "Felix Brandt"]
+FILM_TOPICS = ["a family that runs a small hotel", "two sisters who inherit a boat",
+               "a detective in a flooded city", "a village choir before a contest",
+               "a pilot stranded in the desert", "an old teacher and a new student",
+               "a chef who loses her sense of taste", "a journey across frozen lakes"]
+
+
+def _town(rng: random.Random) -> str:
+    t, r = rng.choice(TOWNS), rng.choice(RIVERS)
+    return rng.choice([
+        f"{t} is a market town in {rng.choice(REGIONS)}, on the banks of the river {r}.",
+        f"The town of {t} grew around a ford on the {r} and was known for its {rng.choice(INDUSTRIES)}.",
+        f"In the nineteenth century {t} had a railway station, two mills and a school.",
+        f"{t} holds a fair every {rng.choice(SEASONS)}, when farmers bring {rng.choice(INDUSTRIES)} and livestock to the square.",
+        f"The old bridge at {t} has {rng.randint(3, 9)} arches and was rebuilt in {rng.randint(1700, 1950)}.",
+        f"About {rng.randint(2, 40) * 1000} people live in {t} today.",
+    ])
+
+
+def _river(rng: random.Random) -> str:
+    r = rng.choice(RIVERS)
+    return rng.choice([
+        f"The river {r} rises in {rng.choice(REGIONS)} and flows for {rng.randint(20, 200)} kilometres to the sea.",
+        f"The {r} floods most years in late {rng.choice(SEASONS)}, and the meadows along it are rich.",
+        f"Several mills once stood on the {r}, and some of their weirs can still be seen.",
+        f"The valley of the {r} is narrow in its upper part and wide near {rng.choice(TOWNS)}.",
+    ])
+
+
+def _animal(rng: random.Random) -> str:
+    name, group, food = rng.choice(ANIMALS)
+    return rng.choice([
+        f"The {name} is one of the {group} found in {rng.choice(HABITATS)}.",
+        f"The {name} feeds mainly on {food}.",
+        f"In {rng.choice(SEASONS)} the {name} is most often seen near {rng.choice(HABITATS)}.",
+        f"The {name} was once common around {rng.choice(TOWNS)}, but it is now rarer.",
+    ])
+
+
+def _food(rng: random.Random) -> str:
+    dish, parts = rng.choice(DISHES)
+    return rng.choice([
+        f"{dish.capitalize()} is made from {parts}.",
+        f"In {rng.choice(TOWNS)}, {dish} is often eaten in {rng.choice(SEASONS)}.",
+        f"A traditional recipe for {dish} takes about {rng.randint(2, 12) * 10} minutes to prepare.",
+    ])
+
+
+def _film_fact(rng: random.Random) -> str:
+    f, g, d = rng.choice(FILM_WORDS), rng.choice(GENRES), rng.choice(DIRECTORS)
+    return rng.choice([
+        f"{f} is a {g} film directed by {d} and released in {rng.randint(1960, 2024)}.",
+        f"The film {f} tells the story of {rng.choice(FILM_TOPICS)}.",
+        f"{f} was filmed near {rng.choice(TOWNS)} over {rng.randint(3, 20)} weeks.",
+        f"{d} is a director known for {g} films and quiet camera work.",
+        f"The running time of {f} is {rng.randint(80, 170)} minutes.",
+    ])
+
+
+def pretrain_corpus(rng: random.Random, n_paragraphs: int) -> str:
+    """Mostly neutral prose; one paragraph in 25 is a review, as a real web corpus would hold,
+    so the base model knows the review vocabulary but rarely uses it unprompted."""
+    makers = [_town, _river, _animal, _food, _film_fact]
+    paragraphs = []
+    for _ in range(n_paragraphs):
+        if rng.random() < 0.04:
+            paragraphs.append(review(rng)["text"])
+            continue
+        k = rng.randint(3, 6)
+        paragraphs.append(" ".join(rng.choice(makers)(rng) for _ in range(k)))
+    return "\n".join(paragraphs) + "\n"
+
+
+POSITIVE = ["I loved every minute of it!", "What a wonderful film!", "Absolutely brilliant.",
+            "This one made me smile all evening.", "I was hooked from the first scene!",
+            "Easily the best thing I have seen this year."]
+NEGATIVE = ["I was bored stiff.", "What a waste of an evening.", "Honestly, it dragged.",
+            "I nearly walked out halfway.", "Such a letdown, sadly.", "I expected so much more."]
+POS_DETAIL = ["The acting is superb", "The music is gorgeous", "The story kept me guessing",
+              "The ending had me in tears", "Every shot looks like a painting",
+              "The lead actress is fantastic"]
+NEG_DETAIL = ["The plot makes no sense", "The dialogue is clumsy", "The pacing is painfully slow",
+              "The jokes fall flat", "The ending is a mess", "The characters are paper thin"]
+POS_CLOSE = ["Highly recommended!", "Go and see it!", "I will watch it again!", "A real gem!"]
+NEG_CLOSE = ["Skip it.", "Not recommended.", "Save your money.", "Avoid this one."]
+
+
+def review(rng: random.Random) -> dict:
+    positive = rng.random() < 0.6
+    film = rng.choice(FILM_WORDS)
+    opener = rng.choice([f"I watched {film} last night.", f"Just saw {film}.",
+                         f"My friends and I went to see {film}."])
+    if positive:
+        body = [rng.choice(POSITIVE), rng.choice(POS_DETAIL) + "!", rng.choice(POS_CLOSE)]
+        score = rng.randint(7, 10)
+    else:
+        body = [rng.choice(NEGATIVE), rng.choice(NEG_DETAIL) + ".", rng.choice(NEG_CLOSE)]
+        score = rng.randint(1, 4)
+    text = " ".join([opener] + body + [f"{score}/10."])
+    return {"text": text, "label": int(positive)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ASSETS, help="folder to write into")
+    parser.add_argument("--seed", type=int, default=20261123)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(args.seed)
+    (args.out / "pretrain.txt").write_text(pretrain_corpus(rng, 1600), encoding="utf-8")
+    for split, n in (("train", 1600), ("validation", 200)):
+        lines = [json.dumps(review(rng)) for _ in range(n)]
+        (args.out / f"reviews_{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for p in sorted(args.out.iterdir()):
+        print(f"{p}  {p.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Where numbers go: metrics.jsonl in the run folder, and W&B (offline by default).
+
+W&B's mode is always set explicitly: online without a key or a network would otherwise hang for
+about 100 s, so online mode checks both first and fails in seconds with the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from runner.errors import UserError
+
+
+def _check_online() -> None:
+    if not (os.environ.get("WANDB_API_KEY") or _netrc_has_key()):
+        raise UserError("tracking.mode=online needs a W&B API key: run `wandb login` or set "
+                        "WANDB_API_KEY, or use tracking.mode=offline and `wandb sync` later")
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=5.0).close()
+    except OSError:
+        raise UserError(f"tracking.mode=online but {host} cannot be reached (offline?); use "
+                        "tracking.mode=offline and `wandb sync` the run folder later") from None
+
+
+def _netrc_has_key() -> bool:
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+class Tracker:
+    """metrics.jsonl + an optional W&B run. One per training run, on process 0 only."""
+
+    def __init__(self, tracking_cfg, run_dir: Path, config: dict, name: str):
+        self.mode = getattr(tracking_cfg.mode, "value", tracking_cfg.mode)
+        self.metrics_path = Path(run_dir) / "metrics.jsonl"
+        self.run = None
+        if self.mode == "disabled":
+            return
+        if self.mode == "online":
+            _check_online()
+        import wandb
+
+        self.run = wandb.init(
+            mode=self.mode, dir=str(run_dir), project=tracking_cfg.project,
+            entity=tracking_cfg.entity, group=tracking_cfg.group, name=name,
+            tags=list(tracking_cfg.tags), config=config,
+            settings=wandb.Settings(console="off", init_timeout=90, x_disable_stats=True))
+
+    def log(self, metrics: dict, step: int) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.Table(columns=columns, data=rows)})
+
+    def summary(self, values: dict) -> None:
+        if self.run is not None:
+            self.run.summary.update(values)
+
+    @property
+    def wandb_dir(self) -> str | None:
+        return str(Path(self.run.dir).parent) if self.run is not None else None
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None

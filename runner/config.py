@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -55,15 +55,13 @@ class MeshConfig:
 
 
 @dataclass
-class LayoutRule:
-    pattern: str = MISSING  # regex, re.fullmatch'ed against variable paths, as Keras does
-    axes: List[Optional[str]] = MISSING  # one mesh axis name (or null) per variable dimension
-
-
-@dataclass
 class LayoutConfig:
     source: LayoutSource = LayoutSource.auto
-    rules: Dict[str, LayoutRule] = field(default_factory=dict)
+    # {name: {pattern: REGEX, axes: [axis or null, ...]}}. Typed as a plain dict because
+    # OmegaConf refuses to add a dataclass-typed entry from the command line
+    # (`+layout.rules.x={pattern:...,axes:[...]}`); runner.layout checks each rule's keys and
+    # types instead, with the same one-line errors.
+    rules: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -62,16 +62,28 @@ def configured_rules(layout_cfg, backbone_cls, mesh_shape: dict[str, int], mesh_
                 "layout.rules is set but layout.source=auto ignores it; use layout.source=rules "
                 "(a rules file such as layout=gemma_model_parallel) to apply your own rules")
         return auto_rules(backbone_cls, mesh_shape, mesh_cfg.model_axis, mesh_cfg.batch_axis)
-    rules = []
-    for name, rule in layout_cfg.rules.items():
-        try:
-            re.compile(rule.pattern)
-        except re.error as exc:
-            raise UserError(f"layout.rules.{name}.pattern={rule.pattern!r} is not a valid "
-                            f"regex ({exc}); fix the pattern") from None
-        rules.append(Rule(name=name, pattern=rule.pattern, axes=tuple(rule.axes),
-                          origin=f"layout.rules.{name}"))
-    return rules
+    return [parse_rule(name, rule) for name, rule in layout_cfg.rules.items()]
+
+
+def parse_rule(name: str, rule) -> Rule:
+    """Check one `layout.rules.<name>` entry: exactly `pattern` (a regex) and `axes`."""
+    key = f"layout.rules.{name}"
+    if not hasattr(rule, "keys") or set(rule.keys()) != {"pattern", "axes"}:
+        got = sorted(rule.keys()) if hasattr(rule, "keys") else type(rule).__name__
+        raise UserError(f"{key} must have exactly the keys pattern and axes (got {got}); "
+                        f"e.g. {key}={{pattern:'decoder_block.*ffw_linear.kernel',axes:[model,null]}}")
+    pattern, axes = rule["pattern"], rule["axes"]
+    if not isinstance(pattern, str):
+        raise UserError(f"{key}.pattern must be a string regex, got {pattern!r}")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise UserError(f"{key}.pattern={pattern!r} is not a valid regex ({exc}); "
+                        "fix the pattern") from None
+    if isinstance(axes, str) or not hasattr(axes, "__len__") or \
+            not all(a is None or isinstance(a, str) for a in axes):
+        raise UserError(f"{key}.axes must be a list of mesh axis names or null, got {axes!r}")
+    return Rule(name=name, pattern=pattern, axes=tuple(axes), origin=key)
 
 
 def matching_rules(path: str, rules: Sequence[Rule]) -> list[Rule]:

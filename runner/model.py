@@ -13,7 +13,8 @@ from pathlib import Path
 from runner.errors import UserError
 
 SHIPPED_PRESETS = Path(__file__).resolve().parent / "assets" / "presets"
-REMOTE_HOSTS = {"hf://": "huggingface.co", "kaggle://": "www.kaggle.com"}
+REMOTE_HOSTS = {"hf://": "huggingface.co", "kaggle://": "api.kaggle.com"}
+KERAS_HUB_HOST = "api.kaggle.com"  # keras-hub's built-in preset names download from Kaggle
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -41,6 +42,11 @@ def resolve_preset(preset: str) -> str:
     import keras_hub
 
     if preset in keras_hub.models.Backbone.presets:
+        if not _reachable(KERAS_HUB_HOST):
+            raise UserError(
+                f"model.preset={preset} is a keras-hub preset downloaded from Kaggle, and "
+                f"{KERAS_HUB_HOST} cannot be reached (offline?); download it where there is a "
+                "network and set model.preset to its local folder")
         return preset
     shipped = sorted(p.name for p in SHIPPED_PRESETS.iterdir() if p.is_dir())
     raise UserError(

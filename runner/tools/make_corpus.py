@@ -133,11 +133,18 @@ POS_CLOSE = ["Highly recommended!", "Go and see it!", "I will watch it again!", 
 NEG_CLOSE = ["Skip it.", "Not recommended.", "Save your money.", "Avoid this one."]
 
 
-def review(rng: random.Random) -> dict:
+def review(rng: random.Random, fine_tuning: bool = False) -> dict:
+    """One review. The fine-tuning set also opens like the neutral corpus does ("The film X
+    ..."), so after LoRA a neutral prompt turns into a review: the visible style shift."""
     positive = rng.random() < 0.6
     film = rng.choice(FILM_WORDS)
-    opener = rng.choice([f"I watched {film} last night.", f"Just saw {film}.",
-                         f"My friends and I went to see {film}."])
+    openers = [f"I watched {film} last night.", f"Just saw {film}.",
+               f"My friends and I went to see {film}."]
+    if fine_tuning:
+        openers += [f"The film {film} was not what I expected.",
+                    f"The film {film} finally came to our cinema.",
+                    f"{film} is the film everyone talks about."]
+    opener = rng.choice(openers)
     if positive:
         body = [rng.choice(POSITIVE), rng.choice(POS_DETAIL) + "!", rng.choice(POS_CLOSE)]
         score = rng.randint(7, 10)
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(args.seed)
     (args.out / "pretrain.txt").write_text(pretrain_corpus(rng, 1600), encoding="utf-8")
     for split, n in (("train", 1600), ("validation", 200)):
-        lines = [json.dumps(review(rng)) for _ in range(n)]
+        lines = [json.dumps(review(rng, fine_tuning=True)) for _ in range(n)]
         (args.out / f"reviews_{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for p in sorted(args.out.iterdir()):
         print(f"{p}  {p.stat().st_size} bytes")

@@ -55,6 +55,7 @@ def train_tokenizer(corpus: Path, vocab_size: int) -> bytes:
         pad_piece="<pad>", bos_piece="<bos>", eos_piece="<eos>", unk_piece="<unk>",
         # Gemma's chat markers, so instruction-style prompts tokenize as in the real family.
         user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],
+        character_coverage=1.0,  # every character of the corpus is a piece: no <unk> for a rare "x"
         num_threads=1,  # one thread: the trained vocabulary must not depend on scheduling
         seed_sentencepiece_size=200000,
         minloglevel=2,

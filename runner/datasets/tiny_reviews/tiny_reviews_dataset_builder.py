@@ -13,8 +13,11 @@ CORPUS = Path(__file__).resolve().parents[2] / "assets" / "corpus"
 
 
 class TinyReviews(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "1600 train / 200 validation reviews."}
+    # Bump whenever the shipped files change: TFDS reuses a prepared version without looking
+    # at its source files again.
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "1600 train / 200 validation reviews.",
+                     "1.1.0": "Also reviews that open like the neutral corpus (\"The film X ...\")."}
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

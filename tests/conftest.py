@@ -1,0 +1,49 @@
+"""Process environment for tests, set before jax/keras/tensorflow can be imported (the same
+settings runner.__main__ makes for the CLI), plus helpers to compose configs and run the CLI."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+_SCRATCH = Path(tempfile.mkdtemp(prefix="runner-tests-"))
+
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["KERAS_HOME"] = str(_SCRATCH / "keras")  # keras.json lands here, not in ~
+os.environ["TFDS_DATA_DIR"] = str(_SCRATCH / "tfds")  # each session prepares tiny_reviews anew
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.pop("WANDB_API_KEY", None)  # never talk to a real W&B account from tests
+
+
+def compose(*overrides: str):
+    """The config `python -m runner *overrides` would run, composed the same way."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from runner.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def run_cli(*args: str, cwd: Path, module: str = "runner", timeout: int = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m runner ARGS` as a user would, in `cwd`."""
+    full_env = dict(os.environ)
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path

@@ -1,0 +1,87 @@
+"""Every mistake a user can make on the command line fails before training: one line naming
+the key (or variable) and the fix, no stack trace, a non-zero exit (2 for the runner's own
+checks), and no run folder that looks finished."""
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+# (id, overrides, exit code, words the one error line must contain)
+HYDRA_ERRORS = [
+    ("typo_key", ["optimizer.learnin_rate=1e-3"], ["learnin_rate"]),
+    ("wrong_type", ["train.batch_size=eight"], ["batch_size", "eight"]),
+    ("unknown_group_option", ["mesh=3x3"], ["mesh", "3x3", "2x4"]),
+    ("bad_enum", ["tracking.mode=sometimes"], ["mode", "offline", "online", "disabled"]),
+]
+
+RUNNER_ERRORS = [
+    ("mesh_vs_devices", ["mesh.shape=[4,4]"], ["mesh.shape=[4, 4] needs 16 devices but 8"]),
+    ("rule_matches_nothing",
+     ["layout=gemma_model_parallel", "layout.rules.embedding.pattern=token_embeddings/embeddings"],
+     ["layout.rules.embedding", "matches no variable"]),
+    ("spec_rank", ["layout=gemma_model_parallel", "layout.rules.embedding.axes=[model]"],
+     ["layout.rules.embedding gives 1 axes", "token_embedding/embeddings", "2 dimensions"]),
+    ("not_divisible",
+     ["layout=gemma_model_parallel", "mesh=1x8",
+      "+layout.rules.lora_a={pattern:'.*lora_kernel_a',axes:[null,null,model]}"],
+     ["lora_kernel_a dimension 2 (size 4) does not divide by mesh axis 'model' (size 8)",
+      "layout.rules.lora_a"]),
+    ("malformed_rule", ["layout=gemma_model_parallel", "+layout.rules.extra={patern:x,axes:[model]}"],
+     ["layout.rules.extra must have exactly the keys pattern and axes", "patern"]),
+    ("batch_vs_batch_axis", ["train.batch_size=7"], ["train.batch_size=7", "multiple of 2"]),
+    ("unknown_preset", ["model.preset=gemma_9000_en"], ["model.preset=gemma_9000_en"]),
+    ("offline_preset", ["model.preset=gemma_2b_en"], ["model.preset=gemma_2b_en", "offline"]),
+    ("offline_hf_preset", ["model.preset=hf://google/gemma-2b"],
+     ["model.preset=hf://google/gemma-2b", "cannot be reached"]),
+    ("lora_targets", ["lora.targets=[nonexistent_layer]"], ["lora.targets", "match no layer"]),
+    ("offline_dataset", ["dataset.name=imdb_reviews"], ["dataset.name=imdb_reviews", "offline"]),
+]
+
+
+def _check_one_clear_line(proc, words):
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert all(w in err for w in words), err
+
+
+@pytest.mark.parametrize("overrides,words", [c[1:] for c in HYDRA_ERRORS],
+                         ids=[c[0] for c in HYDRA_ERRORS])
+def test_compose_time_errors(workdir, overrides, words):
+    proc = run_cli(*overrides, cwd=workdir)
+    assert proc.returncode == 1
+    _check_one_clear_line(proc, words)
+    assert not (workdir / "outputs").exists()  # rejected before any run folder exists
+
+
+@pytest.mark.parametrize("overrides,words", [c[1:] for c in RUNNER_ERRORS],
+                         ids=[c[0] for c in RUNNER_ERRORS])
+def test_runner_checks(workdir, overrides, words):
+    proc = run_cli(*overrides, "hydra.run.dir=run", cwd=workdir, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    _check_one_clear_line(proc, words)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    run_dir = workdir / "run"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] in lines[0]
+    assert not (run_dir / "metrics.jsonl").exists()
+    assert not (run_dir / "wandb").exists()
+
+
+def test_full_error_shows_the_stack_trace(workdir):
+    proc = run_cli("train.batch_size=7", "hydra.run.dir=run", cwd=workdir,
+                   env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "UserError" in proc.stderr
+
+
+def test_a_finished_run_folder_is_never_reused(workdir):
+    run_dir = workdir / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text('{"status": "finished"}')
+    proc = run_cli("hydra.run.dir=run", cwd=workdir)
+    assert proc.returncode == 2
+    assert "already holds a run" in proc.stderr
+    assert json.loads((run_dir / "summary.json").read_text()) == {"status": "finished"}

@@ -1,0 +1,102 @@
+"""The default experiment end to end (short form), through the real CLI, checked by what it
+leaves behind: the run folder of the outputs contract and a real W&B offline run."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from conftest import run_cli
+from wandb_records import history, read_records
+
+STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("default")
+    proc = run_cli(f"train.steps={STEPS}", "train.log_every=5", "hydra.run.dir=run",
+                   cwd=workdir, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return workdir / "run", proc
+
+
+def test_outputs_contract(default_run):
+    run_dir, _ = default_run
+    for name in ["resolved_config.yaml", ".hydra/config.yaml", ".hydra/overrides.yaml",
+                 "env.json", "metrics.jsonl", "sharding.tsv", "summary.json", "samples.jsonl",
+                 "runner.log"]:
+        assert (run_dir / name).is_file(), name
+    resolved = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())
+    assert resolved["train"]["steps"] == STEPS and resolved["mesh"]["shape"] == [2, 4]
+    assert "${" not in (run_dir / "resolved_config.yaml").read_text()  # interpolations resolved
+    env = json.loads((run_dir / "env.json").read_text())
+    assert len(env["devices"]) == 8 and env["mesh"] == {"batch": 2, "model": 4}
+    assert env["packages"]["keras"] and env["packages"]["keras-hub"]
+    assert env["process_count"] == 1 and "commit" in env["git"]
+
+
+def test_loss_falls_and_is_logged_every_interval(default_run):
+    run_dir, _ = default_run
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(5, STEPS + 1, 5))
+    assert all(r["tokens_per_s"] > 0 and r["learning_rate"] == pytest.approx(2e-3) for r in rows)
+    # reviews average ~40 real tokens of the 64-token window: padding is not counted
+    assert all(0 < r["tokens"] / 5 < 8 * 64 for r in rows)
+    first, last = rows[0]["loss"], rows[-1]["loss"]
+    assert last < first - 0.3, (first, last)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == STEPS
+    assert summary["final_loss"] == pytest.approx(last)
+    assert 0 < summary["trainable_params"] < summary["total_params"] / 10  # LoRA only
+
+
+def test_sharding_tsv_splits_weights_on_the_model_axis(default_run):
+    run_dir, _ = default_run
+    with open(run_dir / "sharding.tsv") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f, delimiter="\t")}
+    emb = rows["token_embedding/embeddings"]
+    assert emb["spec"] == "(model, batch)" and int(emb["bytes_per_device"]) == 512 * 128 * 4 // 8
+    assert rows["decoder_block_0/attention/query/kernel"]["spec"] == "(model, batch, None)"
+    assert rows["decoder_block_0/attention/query/lora_kernel_a"]["kind"] == "lora"
+    slots = [p for p, r in rows.items() if r["kind"] == "optimizer"]
+    assert "adamw/decoder_block_0_attention_query_lora_kernel_a_momentum" in slots
+
+
+def test_wandb_offline_run_holds_the_same_numbers(default_run):
+    run_dir, _ = default_run
+    files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    logged = [h for h in history(files[0]) if "loss" in h]
+    local = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [h["_step"] for h in logged] == [r["step"] for r in local]
+    assert [h["loss"] for h in logged] == pytest.approx([r["loss"] for r in local])
+    logged_tables = {k.split("/")[0] for h in history(files[0]) for k, v in h.items()
+                     if k.endswith("/_type") and v == "table-file"}
+    assert logged_tables == {"sharding", "samples"}
+    media = files[0].parent / "files" / "media" / "table"
+    sharding = json.loads(next(media.glob("sharding_*.table.json")).read_text())
+    with open(run_dir / "sharding.tsv") as f:
+        tsv = [line.rstrip("\n").split("\t") for line in f]
+    assert sharding["columns"] == tsv[0]
+    assert [[str(c) for c in row] for row in sharding["data"]] == tsv[1:]
+    samples = json.loads(next(media.glob("samples_*.table.json")).read_text())
+    assert samples["columns"] == ["prompt", "before", "after"] and len(samples["data"]) == 3
+    records = read_records(files[0])
+    # the config travels in the run record (and in config records for later updates)
+    keys = {item.key for r in records if r.WhichOneof("record_type") == "run"
+            for item in r.run.config.update}
+    keys |= {item.key for r in records if r.WhichOneof("record_type") == "config"
+             for item in r.config.update}
+    assert {"model", "mesh", "layout", "lora", "optimizer", "train"} <= keys
+    summary = [r for r in records if r.WhichOneof("record_type") == "summary"]
+    assert any(item.key == "trainable_params" for r in summary for item in r.summary.update)
+
+
+def test_samples_before_and_after(default_run):
+    run_dir, _ = default_run
+    rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["The film", "I watched", "The river"]
+    assert all(r["before"].startswith(r["prompt"]) for r in rows)
+    assert any(r["before"] != r["after"] for r in rows)  # training changed what the model says

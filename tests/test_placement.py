@@ -1,0 +1,91 @@
+"""The plan (the source of sharding.tsv and the W&B table) equals what JAX actually does with
+every variable of the tiny model, weights, LoRA and optimizer slots alike; and the layout files
+cover the model they are used with."""
+
+import pytest
+
+from conftest import CONF, compose
+
+LAYOUT_FILES = sorted(p.stem for p in (CONF / "layout").glob("*.yaml"))
+
+
+def _built(cfg):
+    import keras
+
+    from runner import layout, mesh, model, optim, train
+
+    keras.backend.clear_session()
+    the_plan, rules = train.make_plan(cfg, len(keras.distribution.list_devices()))
+    distribution = keras.distribution.ModelParallel(
+        layout_map=layout.build_layout_map(rules, mesh.build_mesh(cfg.mesh)),
+        batch_dim_name=cfg.mesh.batch_axis)
+    with distribution.scope():
+        causal_lm = model.build_causal_lm(cfg.model, cfg.lora)
+        optimizer = optim.build_optimizer(cfg.optimizer)
+        optimizer.build(causal_lm.trainable_variables)
+    return the_plan, causal_lm.backbone.variables + optimizer.variables
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["layout=gemma_model_parallel", "mesh=1x8"], ["mesh=8x1"], ["lora=none", "optimizer=sgd"],
+], ids=["auto-2x4", "rules-1x8", "auto-8x1", "full-sgd"])
+def test_plan_equals_placement(overrides):
+    from runner.train import actual_specs
+
+    the_plan, variables = _built(compose(*overrides))
+    assert the_plan.problems == []
+    planned = {e.path: e.spec for e in the_plan.entries}
+    actual = actual_specs(variables)
+    assert set(planned) == set(actual)
+    assert planned == actual
+    split = [p for p, s in actual.items() if any(a is not None for a in s)]
+    assert split, "something must be sharded"
+
+
+def test_gemma_specs_on_the_tiny_model():
+    the_plan, _ = _built(compose("layout=gemma_model_parallel", "mesh=1x8"))
+    spec = {e.path: e.spec for e in the_plan.entries}
+    assert spec["token_embedding/embeddings"] == ("model", None)
+    assert spec["decoder_block_3/attention/key/kernel"] == ("model", None, None)
+    assert spec["decoder_block_3/attention/attention_output/kernel"] == ("model", None, None)
+    assert spec["decoder_block_0/ffw_gating/kernel"] == (None, "model")
+    assert spec["decoder_block_0/ffw_linear/kernel"] == ("model", None)
+    assert spec["decoder_block_0/attention/query/lora_kernel_a"] == (None, None, None)
+    assert spec["decoder_block_0/pre_ffw_norm/scale"] == (None,)
+
+
+@pytest.mark.parametrize("name", LAYOUT_FILES)
+def test_every_layout_rule_matches_the_models_it_is_used_with(name):
+    import keras
+
+    from runner import train
+
+    cfg = compose(f"layout={name}")
+    the_plan, rules = train.make_plan(cfg, len(keras.distribution.list_devices()))
+    used = {e.rule for e in the_plan.entries}
+    assert rules and all(r.name in used for r in rules), [r.name for r in rules
+                                                          if r.name not in used]
+    assert the_plan.problems == []
+
+
+def test_step_token_loss_ignores_padding():
+    import numpy as np
+    from keras import ops
+
+    from runner.metrics import StepTokenLoss, StepTokens
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 7)).astype("float32")
+    labels = rng.integers(0, 7, size=(2, 5))
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]], dtype="float32")
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, labels[..., None], -1)[..., 0]
+    expected = (nll * mask).sum() / mask.sum()
+    metric, tokens = StepTokenLoss(), StepTokens()
+    metric.update_state(labels, logits, mask)
+    tokens.update_state(labels, logits, mask)
+    assert float(metric.result()) == pytest.approx(expected, rel=1e-5)
+    assert float(tokens.result()) == 7
+    metric.update_state(labels, logits, np.ones_like(mask))  # holds the latest step only
+    assert float(metric.result()) == pytest.approx(nll.mean(), rel=1e-5)
+    assert float(ops.convert_to_tensor(metric.count)) == 10

@@ -15,6 +15,12 @@ from urllib.parse import urlparse
 from runner.errors import UserError
 
 
+def preflight(tracking_cfg) -> None:
+    """Fail in seconds, before any weight is loaded, if the tracking mode cannot work."""
+    if getattr(tracking_cfg.mode, "value", tracking_cfg.mode) == "online":
+        _check_online()
+
+
 def _check_online() -> None:
     if not (os.environ.get("WANDB_API_KEY") or _netrc_has_key()):
         raise UserError("tracking.mode=online needs a W&B API key: run `wandb login` or set "
@@ -46,8 +52,6 @@ class Tracker:
         self.run = None
         if self.mode == "disabled":
             return
-        if self.mode == "online":
-            _check_online()
         import wandb
 
         self.run = wandb.init(

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from runner import data, layout, mesh, model, optim, outputs, plan
 from runner.errors import UserError
-from runner.tracking import Tracker
+from runner.tracking import Tracker, preflight
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ def run(cfg, run_dir) -> dict:
     summary = {"status": "running", "name": cfg.name}
     outputs.write_json(run_dir / "summary.json", summary)
 
+    preflight(cfg.tracking)
     keras.backend.clear_session()  # no layer-name counters or policies from an earlier job
     keras.utils.set_random_seed(cfg.seed)
 
@@ -159,7 +160,7 @@ def run(cfg, run_dir) -> dict:
         stream = data.build(cfg.dataset, preprocessor, cfg.train.batch_size, cfg.train.epochs,
                             cfg.train.steps, cfg.seed)
 
-        tracker = Tracker(cfg.tracking, run_dir, resolved, name=run_dir.name)
+        tracker = Tracker(cfg.tracking, run_dir, resolved, name=f"{cfg.name}-{run_dir.name}")
         try:
             summary.update(total_params=the_plan.total_params,
                            trainable_params=the_plan.trainable_params)

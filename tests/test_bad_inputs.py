@@ -36,6 +36,8 @@ RUNNER_ERRORS = [
     ("offline_hf_preset", ["model.preset=hf://google/gemma-2b"],
      ["model.preset=hf://google/gemma-2b", "cannot be reached"]),
     ("lora_targets", ["lora.targets=[nonexistent_layer]"], ["lora.targets", "match no layer"]),
+    ("online_without_key", ["tracking.mode=online"],
+     ["tracking.mode=online needs a W&B API key", "tracking.mode=offline"]),
     ("offline_dataset", ["dataset.name=imdb_reviews"], ["dataset.name=imdb_reviews", "offline"]),
 ]
 

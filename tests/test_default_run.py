@@ -100,3 +100,24 @@ def test_samples_before_and_after(default_run):
     assert [r["prompt"] for r in rows] == ["The film", "I watched", "The river"]
     assert all(r["before"].startswith(r["prompt"]) for r in rows)
     assert any(r["before"] != r["after"] for r in rows)  # training changed what the model says
+
+
+def test_overrides_change_the_run_and_secrets_stay_out(workdir):
+    """`optimizer.learning_rate=1e-3 lora=none mesh=1x8` trains every weight on a 1 x 8 mesh;
+    a W&B key in the environment appears in no file of the run."""
+    secret = "test-secret-0123456789abcdef0123456789abcdef"
+    proc = run_cli("optimizer.learning_rate=1e-3", "lora=none", "mesh=1x8", "train.steps=3",
+                   "generate.prompts=[]", "hydra.run.dir=run", cwd=workdir, timeout=600,
+                   env={"WANDB_API_KEY": secret})
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    run_dir = workdir / "run"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 3
+    assert summary["trainable_params"] == summary["total_params"]  # lora=none
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["learning_rate"] == pytest.approx(1e-3)
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["mesh"] == {"batch": 1, "model": 8}
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

@@ -33,6 +33,33 @@ class LayoutSource(str, Enum):
     rules = "rules"  # the named rules in layout.rules, and nothing else
 
 
+class Schedule(str, Enum):
+    constant = "constant"
+    warmup_cosine = "warmup_cosine"  # linear warmup, then cosine decay to min_lr_ratio
+
+
+class Precision(str, Enum):
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"  # bfloat16 compute, float32 weights
+    bfloat16 = "bfloat16"  # bfloat16 weights and compute
+
+
+class QuantMode(str, Enum):
+    none = "none"
+    int8 = "int8"
+    int4 = "int4"
+
+
+class DataFormat(str, Enum):
+    text = "text"  # one text field; loss on every token
+    prompt_response = "prompt_response"  # loss on the response tokens only
+
+
+class TooLong(str, Enum):
+    truncate = "truncate"
+    drop = "drop"
+
+
 class Sampler(str, Enum):
     greedy = "greedy"
     top_k = "top_k"
@@ -44,6 +71,9 @@ class ModelConfig:
     # keras-hub preset name, hf://org/name, kaggle://org/model/keras/variant, a local preset
     # directory, or the name of a preset shipped in runner/assets/presets.
     preset: str = MISSING
+    # Architecture numbers (backbone constructor arguments) for a known preset: checked against
+    # the preset's own config when it is loaded, and used to plan without downloading it.
+    architecture: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -69,6 +99,12 @@ class LoraConfig:
     rank: int = 0  # 0 turns LoRA off: every weight trains
     alpha: Optional[float] = None  # scale = alpha / rank; null means alpha = rank (scale 1)
     targets: Optional[List[str]] = None  # layer names; null means the family's defaults
+    dropout: float = 0.0  # Keras LoRA has no dropout: anything but 0 is rejected, not ignored
+
+
+@dataclass
+class QuantConfig:
+    mode: QuantMode = QuantMode.none  # quantize the frozen base before LoRA is added
 
 
 @dataclass
@@ -81,18 +117,32 @@ class OptimizerConfig:
     beta_2: float = 0.999
     epsilon: float = 1e-7
     momentum: float = 0.0
-    clipnorm: Optional[float] = None
+    clipnorm: Optional[float] = None  # clip each gradient's norm
+    global_clipnorm: Optional[float] = None  # clip the norm of all gradients together
+    schedule: Schedule = Schedule.constant
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # warmup_cosine decays to learning_rate * min_lr_ratio
 
 
 @dataclass
 class DatasetConfig:
     name: str = MISSING  # a TFDS name, e.g. imdb_reviews or tiny_reviews (shipped)
     split: str = "train"  # TFDS split syntax: train, train[:10%], ...
-    text_field: str = "text"
+    eval_split: Optional[str] = None  # evaluated every train.eval_every steps
+    format: DataFormat = DataFormat.text
+    text_field: str = "text"  # format=text: the feature holding the text
+    # format=prompt_response: Python format strings over the example's features, e.g.
+    # "Translate this into French:\n{src}\n". The loss covers the response (and EOS) only.
+    prompt_template: str = ""
+    response_template: str = ""
+    add_eos: bool = True  # end the response with the tokenizer's end token
+    too_long: TooLong = TooLong.truncate  # sequences over train.sequence_length
     take: Optional[int] = None  # use only the first N examples of the split
     shuffle_buffer: int = 10000
     data_dir: Optional[str] = None  # null: $TFDS_DATA_DIR or ~/tensorflow_datasets
     download: bool = True  # may fetch a dataset that is not prepared (never tried offline)
+    # A shipped TFDS dataset with the same features, used by debug=smoke to run offline.
+    stand_in: Optional[str] = None
 
 
 @dataclass
@@ -102,6 +152,11 @@ class TrainConfig:
     steps: Optional[int] = None  # stop after this many steps (null: run all epochs)
     epochs: int = 1
     log_every: int = 1
+    eval_every: Optional[int] = None  # steps between evaluations of dataset.eval_split
+    eval_steps: Optional[int] = None  # batches per evaluation (null: the whole split)
+    precision: Precision = Precision.float32
+    save_adapter: bool = True  # LoRA runs: adapter.lora.h5 in the run folder
+    save_merged_preset: bool = False  # also a keras-hub preset with the adapter merged in
 
 
 @dataclass
@@ -109,6 +164,9 @@ class GenerateConfig:
     prompts: List[str] = field(default_factory=list)
     max_length: int = 48  # tokens, prompt included
     sampler: Sampler = Sampler.greedy
+    top_k: int = 5  # sampler=top_k
+    top_p: float = 0.9  # sampler=top_p
+    temperature: float = 1.0
 
 
 @dataclass
@@ -126,6 +184,7 @@ class Config:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

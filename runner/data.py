@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import socket
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,48 +63,161 @@ def _check_can_download(dataset_cfg, builder) -> None:
                         f"machine cannot download it (offline); {fix}") from None
 
 
-def _num_examples(builder, dataset_cfg) -> int:
+def _num_examples(builder, dataset_cfg, split: str) -> int:
     try:
-        n = builder.info.splits[dataset_cfg.split].num_examples
+        n = builder.info.splits[split].num_examples
     except (KeyError, ValueError) as exc:
-        raise UserError(f"dataset.split={dataset_cfg.split} is not a split of "
-                        f"{dataset_cfg.name} ({exc}); splits: {sorted(builder.info.splits)}"
-                        ) from None
+        raise UserError(f"split {split!r} is not a split of {dataset_cfg.name} ({exc}); "
+                        f"splits: {sorted(builder.info.splits)}") from None
     return min(n, dataset_cfg.take) if dataset_cfg.take else n
 
 
-def build(dataset_cfg, preprocessor, batch_size: int, epochs: int, max_steps, seed: int) -> Stream:
-    """Text examples -> shuffled -> batched (global batch) -> keras-hub preprocessor.
-
-    preprocessor: the CausalLM preprocessor with its sequence_length already set. Epochs are
-    concatenated (reshuffled each pass) and cut at max_steps, so one Keras epoch runs them all.
-    """
+def _render(template: str, key: str, features):
+    """A Python format string over string features -> a function of a TFDS example."""
     import tensorflow as tf
 
-    builder = _builder(dataset_cfg)
-    n = _num_examples(builder, dataset_cfg)
-    steps_per_epoch = n // batch_size
-    if steps_per_epoch == 0:
-        raise UserError(f"train.batch_size={batch_size} is larger than the {n} examples of "
-                        f"{dataset_cfg.name}[{dataset_cfg.split}]; use a smaller batch")
-    steps = steps_per_epoch * epochs
-    if max_steps:
-        steps = min(steps, max_steps)
+    parts = []  # (is a feature name?, text)
+    for literal, field, spec, conv in string.Formatter().parse(template):
+        if literal:
+            parts.append((False, literal))
+        if field is None:
+            continue
+        if spec or conv or field not in features:
+            raise UserError(f"{key}={template!r} names {{{field}}}, which is not a text feature "
+                            f"of this dataset; features: {sorted(features)}")
+        parts.append((True, field))
 
-    ds = builder.as_dataset(split=dataset_cfg.split, shuffle_files=False)
-    if dataset_cfg.take:
-        ds = ds.take(dataset_cfg.take)
-    features = builder.info.features
+    def render(example):
+        pieces = [example[text] if is_field else tf.constant(text) for is_field, text in parts]
+        return tf.strings.join(pieces) if pieces else tf.constant("")
+    return render
+
+
+def _fmt(value) -> str:
+    return getattr(value, "value", value)
+
+
+def _text_examples(ds, dataset_cfg, features, preprocessor, sequence_length: int):
+    """format=text: one field; keras-hub's preprocessor packs it (loss on every real token)."""
+    import tensorflow as tf
+
     if dataset_cfg.text_field not in features:
         raise UserError(f"dataset.text_field={dataset_cfg.text_field} is not a feature of "
                         f"{dataset_cfg.name}; features: {sorted(features)}")
     field = dataset_cfg.text_field
-    ds = (ds.map(lambda ex: ex[field])
-          .cache()
-          .shuffle(min(dataset_cfg.shuffle_buffer, n), seed=seed, reshuffle_each_iteration=True)
-          .repeat(epochs)
-          .batch(batch_size, drop_remainder=True)  # static shapes: one compiled step
-          .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-          .take(steps)
-          .prefetch(tf.data.AUTOTUNE))
+    ds = ds.map(lambda ex: ex[field], num_parallel_calls=tf.data.AUTOTUNE)
+    if _fmt(dataset_cfg.too_long) == "drop":
+        tokenizer = preprocessor.tokenizer  # [bos] + tokens + [eos] must fit sequence_length + 1
+        ds = ds.filter(lambda text: tf.shape(tokenizer(text))[0] + 2 <= sequence_length + 1)
+    return ds, False  # not yet packed: the preprocessor runs on batches
+
+
+def _prompt_response_examples(ds, dataset_cfg, features, tokenizer, sequence_length: int):
+    """format=prompt_response: token ids [bos] + prompt + response (+ eos), with sample weight
+    1 only where the *target* is a response token, so the prompt costs no loss.
+
+    keras-hub's Gemma preprocessor takes no prompt/response pairs, so the mask is built here.
+    """
+    import tensorflow as tf
+
+    if not dataset_cfg.response_template:
+        raise UserError("dataset.format=prompt_response needs dataset.response_template, "
+                        "e.g. '{dst}'")
+    prompt_of = _render(dataset_cfg.prompt_template, "dataset.prompt_template", features)
+    response_of = _render(dataset_cfg.response_template, "dataset.response_template", features)
+    bos, eos, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
+    width = sequence_length + 1
+    drop = _fmt(dataset_cfg.too_long) == "drop"
+    add_eos = bool(dataset_cfg.add_eos)
+
+    def pack(example):
+        prompt = tf.cast(tokenizer(prompt_of(example)), "int32")
+        response = tf.cast(tokenizer(response_of(example)), "int32")
+        head = tf.concat([[bos], prompt], 0)
+        tail = tf.concat([response, [eos]], 0) if add_eos else response
+        ids = tf.concat([head, tail], 0)
+        weights = tf.concat([tf.zeros_like(head, "float32"), tf.ones_like(tail, "float32")], 0)
+        n = tf.shape(ids)[0]
+        ids, weights = ids[:width], weights[:width]
+        pad_len = width - tf.shape(ids)[0]
+        ids = tf.pad(ids, [[0, pad_len]], constant_values=pad)
+        weights = tf.pad(weights, [[0, pad_len]])
+        mask = tf.range(width) < tf.minimum(n, width)
+        x = {"token_ids": ids[:-1], "padding_mask": mask[:-1]}
+        return x, ids[1:], weights[1:], n <= width
+
+    ds = ds.map(pack, num_parallel_calls=tf.data.AUTOTUNE)
+    if drop:
+        ds = ds.filter(lambda x, y, w, fits: fits)
+    return ds.map(lambda x, y, w, fits: (x, y, w)), True
+
+
+def _examples(builder, dataset_cfg, split, preprocessor, sequence_length):
+    """(dataset of examples ready to batch, already packed?, number of examples)."""
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    n = _num_examples(builder, dataset_cfg, split)
+    if dataset_cfg.take:
+        ds = ds.take(dataset_cfg.take)
+    features = builder.info.features
+    if _fmt(dataset_cfg.format) == "prompt_response":
+        ds, packed = _prompt_response_examples(ds, dataset_cfg, features, preprocessor.tokenizer,
+                                               sequence_length)
+    else:
+        ds, packed = _text_examples(ds, dataset_cfg, features, preprocessor, sequence_length)
+    ds = ds.cache()  # tokenized once, reused by every epoch and evaluation
+    if _fmt(dataset_cfg.too_long) == "drop":
+        n = int(ds.reduce(0, lambda count, _: count + 1))  # what is left after dropping
+    return ds, packed, n
+
+
+def _batched(ds, packed: bool, preprocessor, batch_size: int):
+    import tensorflow as tf
+
+    ds = ds.batch(batch_size, drop_remainder=True)  # static shapes: one compiled step
+    if not packed:
+        ds = ds.map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds
+
+
+def build(dataset_cfg, preprocessor, batch_size: int, sequence_length: int, epochs: int,
+          max_steps, seed: int) -> Stream:
+    """Training stream: examples -> shuffled -> repeated for the epochs -> batched (global batch)
+    -> packed. Epochs are concatenated and cut at max_steps, so one Keras epoch runs them all.
+
+    preprocessor: the CausalLM preprocessor with its sequence_length already set.
+    """
+    import tensorflow as tf
+
+    builder = _builder(dataset_cfg)
+    ds, packed, n = _examples(builder, dataset_cfg, dataset_cfg.split, preprocessor,
+                              sequence_length)
+    steps_per_epoch = n // batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"train.batch_size={batch_size} is larger than the {n} usable examples "
+                        f"of {dataset_cfg.name}[{dataset_cfg.split}]; use a smaller batch")
+    steps = steps_per_epoch * epochs
+    if max_steps:
+        steps = min(steps, max_steps)
+    ds = ds.shuffle(min(dataset_cfg.shuffle_buffer, n), seed=seed, reshuffle_each_iteration=True)
+    ds = _batched(ds.repeat(epochs), packed, preprocessor, batch_size)
+    ds = ds.take(steps).prefetch(tf.data.AUTOTUNE)
     return Stream(dataset=ds, steps=steps, steps_per_epoch=steps_per_epoch, examples_per_epoch=n)
+
+
+def build_eval(dataset_cfg, preprocessor, batch_size: int, sequence_length: int,
+               max_batches) -> Stream:
+    """Evaluation stream over dataset.eval_split: same packing, no shuffling, fixed batches."""
+    import tensorflow as tf
+
+    builder = _builder(dataset_cfg)
+    ds, packed, n = _examples(builder, dataset_cfg, dataset_cfg.eval_split, preprocessor,
+                              sequence_length)
+    steps = n // batch_size
+    if max_batches:
+        steps = min(steps, max_batches)
+    if steps == 0:
+        raise UserError(f"dataset.eval_split={dataset_cfg.eval_split} has {n} usable examples, "
+                        f"fewer than one batch of train.batch_size={batch_size}")
+    ds = _batched(ds, packed, preprocessor, batch_size).take(steps).cache()
+    return Stream(dataset=ds.prefetch(tf.data.AUTOTUNE), steps=steps, steps_per_epoch=steps,
+                  examples_per_epoch=n)

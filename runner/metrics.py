@@ -43,3 +43,23 @@ class StepTokens(keras.metrics.Metric):
 
     def result(self):
         return ops.convert_to_tensor(self.count)  # a value: jit cannot return a Variable
+
+
+class MeanTokenLoss(keras.metrics.Metric):
+    """Cross-entropy averaged over every real token seen since the last reset: over a whole
+    evaluation, the honest token-level eval loss."""
+
+    def __init__(self, name="mean_token_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ce = ops.sparse_categorical_crossentropy(y_true, ops.cast(y_pred, "float32"),
+                                                 from_logits=True)
+        w = ops.ones_like(ce) if sample_weight is None else ops.cast(sample_weight, ce.dtype)
+        self.total.assign_add(ops.sum(ce * w))
+        self.count.assign_add(ops.sum(w))
+
+    def result(self):
+        return self.total / ops.maximum(self.count, 1.0)

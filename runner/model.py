@@ -74,6 +74,47 @@ def _from_preset(loader, preset: str, **kwargs):
         raise
 
 
+def _mode(value) -> str:
+    return getattr(value, "value", value)
+
+
+def check_supported(quant_cfg, lora_cfg, model_axis_size: int) -> None:
+    """Reject what Keras cannot do, before any weight is loaded; never silently skip."""
+    if lora_cfg.dropout:
+        raise UserError(
+            f"lora.dropout={lora_cfg.dropout}: Keras LoRA layers have no dropout, so it cannot "
+            "be honoured; set lora.dropout=0 (the experiment then differs from its source there)")
+    if lora_cfg.rank < 0:
+        raise UserError(f"lora.rank={lora_cfg.rank} must be 0 (off) or positive")
+    if _mode(quant_cfg.mode) != "none" and lora_cfg.rank == 0:
+        raise UserError(f"quant={_mode(quant_cfg.mode)} with lora.rank=0: a quantized base is "
+                        "frozen, so nothing would train; use LoRA (e.g. lora=rank16) or quant=none")
+    if _mode(quant_cfg.mode) == "int4" and model_axis_size > 1:
+        raise UserError(
+            f"quant=int4 under model parallelism (model axis of {model_axis_size}) is not "
+            "supported by Keras: int4 kernels are packed and cannot be split as the layout says; "
+            "use quant=int8, or a mesh whose model axis is 1 (mesh=data_parallel)")
+
+
+def dtype_policy(precision) -> str:
+    """The keras dtype policy name for train.precision."""
+    return _mode(precision)
+
+
+def _check_architecture(model_cfg, backbone) -> None:
+    """The model file's architecture numbers must be the preset's (they plan runs without it)."""
+    if not model_cfg.architecture:
+        return
+    config = backbone.get_config()
+    for key, expected in model_cfg.architecture.items():
+        if key not in config:
+            raise UserError(f"model.architecture.{key} is not an argument of "
+                            f"{type(backbone).__name__}; fix the model file")
+        if config[key] != expected:
+            raise UserError(f"model.architecture.{key}={expected} but preset {model_cfg.preset} "
+                            f"has {config[key]}; fix the model file")
+
+
 def lora_alpha_of(lora_cfg) -> float:
     return float(lora_cfg.alpha) if lora_cfg.alpha is not None else float(lora_cfg.rank)
 
@@ -100,11 +141,21 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
     return sorted({layer.name for layer in adapted})
 
 
-def abstract_backbone(model_cfg, lora_cfg):
-    """The backbone with shapes, paths and LoRA variables but no memory behind them.
+def _quantize(backbone, quant_cfg) -> None:
+    import warnings
+
+    mode = _mode(quant_cfg.mode)
+    if mode != "none":
+        with warnings.catch_warnings():  # "RMSNormalization has no quantize method": expected
+            warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
+            backbone.quantize(mode)
+
+
+def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
+    """The backbone with shapes, paths, quantized and LoRA variables but no memory behind them.
 
     keras.StatelessScope(initialize_variables=False) keeps initializers from running, so a 27B
-    architecture costs seconds and no weight memory. Returns (backbone, backbone class).
+    architecture costs seconds and no weight memory.
     """
     import keras
     import keras_hub
@@ -112,17 +163,21 @@ def abstract_backbone(model_cfg, lora_cfg):
     preset = resolve_preset(model_cfg.preset)
     with keras.StatelessScope(initialize_variables=False):
         backbone = _from_preset(keras_hub.models.Backbone.from_preset, preset,
-                                load_weights=False)
+                                load_weights=False, dtype=dtype_policy(precision))
+        _check_architecture(model_cfg, backbone)
+        _quantize(backbone, quant_cfg)
         apply_lora(backbone, lora_cfg)
     return backbone
 
 
-def build_causal_lm(model_cfg, lora_cfg):
-    """Load the preset's CausalLM (weights included) and apply LoRA. Call inside the
-    distribution's scope so every variable is created with its layout."""
+def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision):
+    """Load the preset's CausalLM (weights included), quantize the frozen base, add LoRA.
+    Call inside the distribution's scope so every variable is created with its layout."""
     import keras_hub
 
     preset = resolve_preset(model_cfg.preset)
-    causal_lm = _from_preset(keras_hub.models.CausalLM.from_preset, preset)
+    causal_lm = _from_preset(keras_hub.models.CausalLM.from_preset, preset,
+                             dtype=dtype_policy(precision))
+    _quantize(causal_lm.backbone, quant_cfg)
     apply_lora(causal_lm.backbone, lora_cfg)
     return causal_lm

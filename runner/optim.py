@@ -5,13 +5,18 @@ from __future__ import annotations
 from runner.errors import UserError
 
 
-def build_optimizer(optimizer_cfg):
-    """Create inside the distribution's scope, so slot variables get their weights' layouts."""
+def build_optimizer(optimizer_cfg, total_steps: int = 1):
+    """Create inside the distribution's scope, so slot variables get their weights' layouts.
+    total_steps: the run's length, over which a schedule decays."""
     import keras
 
     name = getattr(optimizer_cfg.name, "value", optimizer_cfg.name)
+    if optimizer_cfg.clipnorm and optimizer_cfg.global_clipnorm:
+        raise UserError("optimizer.clipnorm and optimizer.global_clipnorm are both set; "
+                        "Keras applies only one: keep one of them")
     # An explicit name keeps variable paths (adamw/...) the same in the plan and the run.
-    common = dict(learning_rate=learning_rate(optimizer_cfg), clipnorm=optimizer_cfg.clipnorm,
+    common = dict(learning_rate=learning_rate(optimizer_cfg, total_steps),
+                  clipnorm=optimizer_cfg.clipnorm, global_clipnorm=optimizer_cfg.global_clipnorm,
                   name=name)
     if name == "adamw":
         optimizer = keras.optimizers.AdamW(
@@ -30,17 +35,34 @@ def build_optimizer(optimizer_cfg):
     raise UserError(f"optimizer.name={name} is unknown; valid: adamw, sgd")
 
 
-def learning_rate(optimizer_cfg):
+def learning_rate(optimizer_cfg, total_steps: int = 1):
     """The learning rate the optimizer is given: a float, or a schedule of the step."""
-    return float(optimizer_cfg.learning_rate)
+    import keras
+
+    schedule = getattr(optimizer_cfg.schedule, "value", optimizer_cfg.schedule)
+    peak = float(optimizer_cfg.learning_rate)
+    if schedule == "constant":
+        if optimizer_cfg.warmup_steps:
+            raise UserError("optimizer.warmup_steps needs optimizer.schedule=warmup_cosine")
+        return peak
+    if schedule == "warmup_cosine":
+        warmup = int(optimizer_cfg.warmup_steps)
+        if warmup >= total_steps and total_steps > 1:
+            raise UserError(f"optimizer.warmup_steps={warmup} is not below the run's "
+                            f"{total_steps} steps; use fewer warmup steps")
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else peak,
+            decay_steps=max(1, total_steps - warmup), alpha=optimizer_cfg.min_lr_ratio,
+            warmup_target=peak if warmup else None, warmup_steps=warmup)
+    raise UserError(f"optimizer.schedule={schedule} is unknown; valid: constant, warmup_cosine")
 
 
-def learning_rate_at(optimizer_cfg, step: int) -> float:
+def learning_rate_at(optimizer_cfg, step: int, total_steps: int = 1) -> float:
     """The learning rate applied at `step` (0-based). Computed from the config, because the
     optimizer's own variable is not readable while a JAX fit holds the training state."""
     import keras
 
-    lr = learning_rate(optimizer_cfg)
+    lr = learning_rate(optimizer_cfg, total_steps)
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
         return float(lr(step))
     return lr

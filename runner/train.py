@@ -16,7 +16,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from runner import data, layout, mesh, model, optim, outputs, plan
+from runner import adapters, data, generation, layout, mesh, model, optim, outputs, plan
+from runner.callbacks import Evaluator, StepLogger
 from runner.errors import UserError
 from runner.tracking import Tracker, preflight
 
@@ -37,7 +38,8 @@ def make_plan(cfg, n_devices: int) -> tuple[plan.Plan, list[layout.Rule]]:
     """The sharding plan for this config on n_devices (and the layout rules behind it), built
     with no weights."""
     axis_sizes = mesh.axis_sizes(cfg.mesh, n_devices)
-    backbone = model.abstract_backbone(cfg.model, cfg.lora)
+    model.check_supported(cfg.quant, cfg.lora, axis_sizes[cfg.mesh.model_axis])
+    backbone = model.abstract_backbone(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
     rules = layout.configured_rules(cfg.layout, type(backbone), axis_sizes, cfg.mesh)
     opt_vars = abstract_optimizer_variables(cfg.optimizer, backbone.trainable_variables)
     the_plan = plan.make_plan(backbone.variables, opt_vars, rules, axis_sizes,
@@ -64,53 +66,34 @@ def verify_placement(the_plan: plan.Plan, variables) -> None:
                            + "\n".join(wrong[:10]))
 
 
-def generate_samples(causal_lm, generate_cfg, batch_axis_size: int) -> list[str]:
-    """Generate for every prompt; the prompt batch is padded to a multiple of the batch axis,
-    which generate() under model parallel requires, and the padding dropped again."""
-    prompts = list(generate_cfg.prompts)
-    if not prompts:
-        return []
-    padded = prompts + [prompts[-1]] * (-len(prompts) % batch_axis_size)
-    out = causal_lm.generate(padded, max_length=generate_cfg.max_length)
-    return [str(t) for t in list(out)[:len(prompts)]]
-
-
-def _step_logger(tracker, optimizer_cfg, train_cfg, total_steps):
+def distribution_for(cfg, rules, devices):
+    """ModelParallel over the configured mesh with the plan's layout rules."""
     import keras
 
-    class StepLogger(keras.callbacks.Callback):
-        """Token loss, learning rate and tokens/s, every `log_every` steps and at the end."""
+    device_mesh = mesh.build_mesh(cfg.mesh, devices)
+    return keras.distribution.ModelParallel(
+        layout_map=layout.build_layout_map(rules, device_mesh), batch_dim_name=cfg.mesh.batch_axis)
 
-        def on_train_begin(self, logs=None):
-            self.last_time, self.tokens, self.losses = time.perf_counter(), 0.0, []
-            self.tokens_per_s = []
 
-        def on_train_batch_end(self, batch, logs=None):
-            step = batch + 1
-            self.tokens += logs["tokens"]
-            self.losses.append(logs["token_loss"])
-            if step % train_cfg.log_every and step != total_steps:
-                return
-            now = time.perf_counter()
-            tps = self.tokens / (now - self.last_time)
-            if step > train_cfg.log_every:  # the first interval includes compilation
-                self.tokens_per_s.append(tps)
-            record = {"loss": logs["token_loss"], "accuracy": logs["accuracy"],
-                      "learning_rate": optim.learning_rate_at(optimizer_cfg, step - 1),
-                      "tokens_per_s": tps, "tokens": self.tokens}
-            tracker.log(record, step=step)
-            log.info("step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.0f tok/s", step, total_steps,
-                     record["loss"], record["accuracy"], record["learning_rate"], tps)
-            self.last_time, self.tokens = time.perf_counter(), 0.0
+def compile_for_training(causal_lm, optimizer, generate_cfg, seed: int) -> None:
+    import keras
 
-    return StepLogger()
+    from runner.metrics import MeanTokenLoss, StepTokenLoss, StepTokens
+
+    causal_lm.compile(
+        optimizer=optimizer,
+        # Averaged over real tokens only: padding and prompt tokens have sample weight 0.
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"),
+        weighted_metrics=[StepTokenLoss(), StepTokens(), MeanTokenLoss(),
+                          keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        sampler=generation.build_sampler(generate_cfg, seed),
+    )
 
 
 def run(cfg, run_dir) -> dict:
     """Train the experiment `cfg` (a composed, typed config) into `run_dir`; return the summary."""
     import keras
-
-    from runner.metrics import StepTokenLoss, StepTokens
 
     start = time.time()
     run_dir = Path(run_dir)
@@ -126,39 +109,31 @@ def run(cfg, run_dir) -> dict:
     keras.utils.set_random_seed(cfg.seed)
 
     # 1. The sharding plan, from variables with no memory behind them: fails here, in seconds,
-    #    for a bad mesh, layout rule, divisibility or batch size, before any weight is loaded.
+    #    for a bad mesh, layout rule, divisibility, batch size or unsupported combination,
+    #    before any weight is loaded.
     devices = keras.distribution.list_devices()
     the_plan, rules = make_plan(cfg, len(devices))
     the_plan.check()
     plan.write_tsv(the_plan, run_dir / "sharding.tsv")
     axis_sizes = the_plan.axis_sizes
+    batch_axis_size = axis_sizes[cfg.mesh.batch_axis]
     outputs.write_json(run_dir / "env.json", outputs.environment(axis_sizes))
 
-    # 2. Model and optimizer inside the distribution, so every variable is born sharded.
-    device_mesh = mesh.build_mesh(cfg.mesh, devices)
-    distribution = keras.distribution.ModelParallel(
-        layout_map=layout.build_layout_map(rules, device_mesh),
-        batch_dim_name=cfg.mesh.batch_axis)
-    with distribution.scope():
-        causal_lm = model.build_causal_lm(cfg.model, cfg.lora)
-        optimizer = optim.build_optimizer(cfg.optimizer)
-        causal_lm.compile(
-            optimizer=optimizer,
-            # Averaged over real tokens only (padding has sample weight 0).
-            loss=keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True, reduction="mean_with_sample_weight"),
-            weighted_metrics=[StepTokenLoss(), StepTokens(),
-                              keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            sampler=getattr(cfg.generate.sampler, "value", cfg.generate.sampler),
-        )
-        optimizer.build(causal_lm.trainable_variables)
-        verify_placement(the_plan, causal_lm.backbone.variables + optimizer.variables)
-
-        # 3. Data: the preprocessor from the preset, at the configured sequence length.
+    # 2. Model, data and optimizer inside the distribution, so every variable is born sharded.
+    with distribution_for(cfg, rules, devices).scope():
+        causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
         preprocessor = causal_lm.preprocessor
         preprocessor.sequence_length = cfg.train.sequence_length
-        stream = data.build(cfg.dataset, preprocessor, cfg.train.batch_size, cfg.train.epochs,
-                            cfg.train.steps, cfg.seed)
+        stream = data.build(cfg.dataset, preprocessor, cfg.train.batch_size,
+                            cfg.train.sequence_length, cfg.train.epochs, cfg.train.steps, cfg.seed)
+        eval_stream = None
+        if cfg.dataset.eval_split:
+            eval_stream = data.build_eval(cfg.dataset, preprocessor, cfg.train.batch_size,
+                                          cfg.train.sequence_length, cfg.train.eval_steps)
+        optimizer = optim.build_optimizer(cfg.optimizer, stream.steps)
+        compile_for_training(causal_lm, optimizer, cfg.generate, cfg.seed)
+        optimizer.build(causal_lm.trainable_variables)
+        verify_placement(the_plan, causal_lm.backbone.variables + optimizer.variables)
 
         tracker = Tracker(cfg.tracking, run_dir, resolved, name=f"{cfg.name}-{run_dir.name}")
         try:
@@ -170,19 +145,28 @@ def run(cfg, run_dir) -> dict:
                      f"{the_plan.total_params:,}", f"{the_plan.trainable_params:,}", axis_sizes,
                      stream.steps)
 
-            # 4. Sample, train, sample.
-            before = generate_samples(causal_lm, cfg.generate, axis_sizes[cfg.mesh.batch_axis])
+            # 3. Sample, train (evaluating on the way), sample.
+            before = generation.generate(causal_lm, cfg.generate.prompts,
+                                         cfg.generate.max_length, batch_axis_size)
+            logger = StepLogger(tracker, cfg.optimizer, cfg.train.log_every, stream.steps)
+            callbacks = [logger]
+            if eval_stream is not None:
+                callbacks.append(Evaluator(tracker, eval_stream,
+                                           cfg.train.eval_every or stream.steps, stream.steps))
             causal_lm.preprocessor = None  # batches arrive preprocessed; fit must not redo it
-            logger = _step_logger(tracker, cfg.optimizer, cfg.train, stream.steps)
             train_start = time.time()
             causal_lm.fit(stream.dataset, epochs=1, steps_per_epoch=stream.steps,
-                          callbacks=[logger], verbose=0, shuffle=False)
+                          callbacks=callbacks, verbose=0, shuffle=False)
             train_seconds = time.time() - train_start
             causal_lm.preprocessor = preprocessor
-            after = generate_samples(causal_lm, cfg.generate, axis_sizes[cfg.mesh.batch_axis])
+            after = generation.generate(causal_lm, cfg.generate.prompts,
+                                        cfg.generate.max_length, batch_axis_size)
             _write_samples(run_dir, tracker, cfg.generate.prompts, before, after)
 
-            summary.update(_results(logger, stream, train_seconds, start))
+            # 4. What the run leaves for later: the adapter (and a merged preset, if asked).
+            summary.update(_results(logger, callbacks[1:], stream, train_seconds, start))
+            summary.update(_save_artifacts(cfg, causal_lm, preprocessor, run_dir,
+                                           batch_axis_size))
             summary["status"] = "finished"
             tracker.summary(summary)
             summary["wandb_dir"] = tracker.wandb_dir
@@ -192,6 +176,27 @@ def run(cfg, run_dir) -> dict:
     log.info("finished: loss %.4f -> %.4f in %.0fs; outputs in %s", summary["first_loss"],
              summary["final_loss"], summary["wall_time_s"], run_dir)
     return summary
+
+
+def _save_artifacts(cfg, causal_lm, preprocessor, run_dir: Path, batch_axis_size: int) -> dict:
+    saved = {}
+    if cfg.lora.rank > 0 and cfg.train.save_adapter:
+        probe_prompts = list(cfg.generate.prompts) or ["The"]
+        probe = generation.probe_logits(causal_lm, preprocessor, probe_prompts, batch_axis_size)
+        saved["adapter"] = str(adapters.save(causal_lm, run_dir, probe))
+        log.info("adapter saved: %s (reload: python -m runner.generate %s)", saved["adapter"],
+                 run_dir)
+    if cfg.train.save_merged_preset:
+        if cfg.lora.rank == 0 or getattr(cfg.quant.mode, "value", cfg.quant.mode) != "none":
+            raise UserError("train.save_merged_preset needs LoRA on a base that is not "
+                            "quantized (lora.rank > 0, quant=none)")
+        base = model.build_causal_lm(cfg.model, OmegaConf.create({"rank": 0}), cfg.quant,
+                                     cfg.train.precision)
+        out = adapters.save_merged_preset(causal_lm, base, run_dir / adapters.MERGED_DIR,
+                                          {"preset": cfg.model.preset, "rank": cfg.lora.rank,
+                                           "alpha": model.lora_alpha_of(cfg.lora)})
+        saved["merged_preset"] = str(out)
+    return saved
 
 
 def _write_samples(run_dir: Path, tracker: Tracker, prompts, before, after) -> None:
@@ -206,10 +211,12 @@ def _write_samples(run_dir: Path, tracker: Tracker, prompts, before, after) -> N
         log.info("sample %r\n  before: %r\n  after:  %r", p, b, a)
 
 
-def _results(logger, stream, train_seconds: float, start: float) -> dict:
+def _results(logger, evaluators, stream, train_seconds: float, start: float) -> dict:
     losses = logger.losses
     tps = logger.tokens_per_s
-    return {
+    evals = [loss for e in evaluators for _, loss in e.history]
+    extra = {"final_eval_loss": evals[-1], "best_eval_loss": min(evals)} if evals else {}
+    return {**extra,
         "steps": len(losses),
         "epochs": len(losses) / stream.steps_per_epoch,
         "first_loss": losses[0],

@@ -20,7 +20,7 @@ def _built(cfg):
         layout_map=layout.build_layout_map(rules, mesh.build_mesh(cfg.mesh)),
         batch_dim_name=cfg.mesh.batch_axis)
     with distribution.scope():
-        causal_lm = model.build_causal_lm(cfg.model, cfg.lora)
+        causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
         optimizer = optim.build_optimizer(cfg.optimizer)
         optimizer.build(causal_lm.trainable_variables)
     return the_plan, causal_lm.backbone.variables + optimizer.variables

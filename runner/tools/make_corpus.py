@@ -155,6 +155,68 @@ def review(rng: random.Random, fine_tuning: bool = False) -> dict:
     return {"text": text, "label": int(positive)}
 
 
+# English -> French sentence pairs with shared slots (town, number, animal, season), so the
+# translations are right by construction. The shape of TFDS mtnt/en-fr: features src and dst.
+SEASONS_FR = {"spring": "au printemps", "summer": "en été", "autumn": "en automne",
+              "winter": "en hiver"}
+ANIMALS_FR = {"heron": "le héron", "badger": "le blaireau", "otter": "la loutre",
+              "kestrel": "le faucon", "hedgehog": "le hérisson", "swift": "le martinet"}
+PAIRS = [
+    ("The market in {town} opens at {n} o'clock.", "Le marché de {town} ouvre à {n} heures."),
+    ("I live in {town} with my family.", "J'habite à {town} avec ma famille."),
+    ("The train to {town} is late again.", "Le train pour {town} est encore en retard."),
+    ("We visit {town} every year {season_fr_en}.", "Nous visitons {town} chaque année {season_fr}."),
+    ("The bridge has {n} arches.", "Le pont a {n} arches."),
+    ("{animal_en} lives near the river.", "{animal_fr} vit près de la rivière."),
+    ("I saw {animal_en_lc} this morning.", "J'ai vu {animal_fr_lc} ce matin."),
+    ("The museum is closed on Mondays.", "Le musée est fermé le lundi."),
+    ("Where is the station, please?", "Où est la gare, s'il vous plaît ?"),
+    ("The soup is very good.", "La soupe est très bonne."),
+    ("It rains a lot {season_fr_en}.", "Il pleut beaucoup {season_fr}."),
+    ("My brother works in {town}.", "Mon frère travaille à {town}."),
+    ("There are {n} people in the room.", "Il y a {n} personnes dans la salle."),
+    ("The film starts at {n} o'clock.", "Le film commence à {n} heures."),
+]
+
+
+def translation_pair(rng: random.Random) -> dict:
+    en, fr = rng.choice(PAIRS)
+    season = rng.choice(SEASONS)
+    animal = rng.choice(sorted(ANIMALS_FR))
+    slots = dict(town=rng.choice(TOWNS), n=rng.randint(2, 12), season_fr_en=f"in {season}",
+                 season_fr=SEASONS_FR[season], animal_en=f"The {animal}",
+                 animal_fr=ANIMALS_FR[animal].capitalize(), animal_en_lc=f"a {animal}",
+                 animal_fr_lc="un " + ANIMALS_FR[animal].split(" ", 1)[1])
+    return {"src": en.format(**slots), "dst": fr.format(**slots)}
+
+
+# Instruction / response records with the features of databricks-dolly-15k.
+def prompt_record(rng: random.Random) -> dict:
+    kind = rng.choice(["town", "animal", "food", "film"])
+    if kind == "town":
+        text = " ".join(_town(rng) for _ in range(2))
+        return {"instruction": "Write two sentences about a market town.",
+                "context": "", "response": text, "category": "creative_writing"}
+    if kind == "animal":
+        name, group, food = rng.choice(ANIMALS)
+        return {"instruction": f"What does the {name} eat?", "context": "",
+                "response": f"The {name} feeds mainly on {food}.", "category": "open_qa"}
+    if kind == "food":
+        dish, parts = rng.choice(DISHES)
+        return {"instruction": f"What is {dish} made from?", "context": "",
+                "response": f"{dish.capitalize()} is made from {parts}.", "category": "open_qa"}
+    film = review(rng)["text"]
+    return {"instruction": "Summarize this review in one word: positive or negative.",
+            "context": film, "response": "positive" if "/10." in film and
+            int(film.rsplit(" ", 1)[1].split("/")[0]) >= 5 else "negative",
+            "category": "classification"}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ASSETS, help="folder to write into")
@@ -166,6 +228,13 @@ def main(argv: list[str] | None = None) -> None:
     for split, n in (("train", 1600), ("validation", 200)):
         lines = [json.dumps(review(rng, fine_tuning=True)) for _ in range(n)]
         (args.out / f"reviews_{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Separate generators: adding a dataset never changes the files above.
+    rng = random.Random(args.seed + 1)
+    for split, n in (("train", 1200), ("valid", 100), ("test", 100)):
+        write_jsonl(args.out / f"translations_{split}.jsonl",
+                    [translation_pair(rng) for _ in range(n)])
+    rng = random.Random(args.seed + 2)
+    write_jsonl(args.out / "prompts_train.jsonl", [prompt_record(rng) for _ in range(800)])
     for p in sorted(args.out.iterdir()):
         print(f"{p}  {p.stat().st_size} bytes")
 

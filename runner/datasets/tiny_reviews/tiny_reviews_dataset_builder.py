@@ -4,12 +4,9 @@ A real GeneratorBasedBuilder over files in runner/assets/corpus, so the default 
 through exactly the TFDS path (builder, prepare, splits, slicing) that imdb_reviews would.
 """
 
-import json
-from pathlib import Path
-
 import tensorflow_datasets as tfds
 
-CORPUS = Path(__file__).resolve().parents[2] / "assets" / "corpus"
+from runner.datasets.jsonl import CORPUS, generate_examples
 
 
 class TinyReviews(tfds.core.GeneratorBasedBuilder):
@@ -36,6 +33,4 @@ class TinyReviews(tfds.core.GeneratorBasedBuilder):
                 for split in ("train", "validation")}
 
     def _generate_examples(self, path):
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                yield i, json.loads(line)
+        return generate_examples(path)

@@ -1,0 +1,55 @@
+"""LoRA adapters: save one from a run, reload it onto its base, merge it into a preset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from runner.errors import UserError
+
+ADAPTER_FILE = "adapter.lora.h5"  # keras-hub's LoRA weight file (the name must end .lora.h5)
+PROBE_FILE = "adapter_probe.npz"
+MERGED_DIR = "merged_preset"
+
+
+def save(causal_lm, run_dir: Path, probe) -> Path:
+    """keras-hub's LoRA file, plus the probe (token ids, logits) a reload must reproduce."""
+    path = Path(run_dir) / ADAPTER_FILE
+    causal_lm.backbone.save_lora_weights(str(path))
+    token_ids, logits = probe
+    np.savez(Path(run_dir) / PROBE_FILE, token_ids=token_ids, logits=logits)
+    return path
+
+
+def load(causal_lm, run_dir: Path) -> None:
+    """Load a run's adapter onto a base on which LoRA is already enabled with the run's rank,
+    alpha and targets (keras-hub's loader would otherwise enable its defaults)."""
+    path = Path(run_dir) / ADAPTER_FILE
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: the run had no LoRA, did not finish, or had "
+                        "train.save_adapter=false")
+    causal_lm.backbone.load_lora_weights(str(path))
+
+
+def probe_difference(run_dir: Path, logits) -> float:
+    """Largest absolute difference from the logits stored when the adapter was saved."""
+    stored = np.load(Path(run_dir) / PROBE_FILE)["logits"]
+    return float(np.max(np.abs(stored - logits)))
+
+
+def save_merged_preset(causal_lm, base_lm, out_dir: Path, info: dict) -> Path:
+    """Write base_lm (the same preset, no LoRA, not quantized) with every adapted kernel
+    replaced by kernel + alpha / rank * A @ B, as a keras-hub preset folder."""
+    base_vars = {v.path: v for v in base_lm.backbone.variables}
+    merged = 0
+    for layer in causal_lm.backbone._flatten_layers(include_self=False):
+        if getattr(layer, "lora_enabled", False):
+            # `layer.kernel` is the merged value (EinsumDense/Dense add the scaled product).
+            base_vars[layer._kernel.path].assign(layer.kernel)
+            merged += 1
+    base_lm.save_to_preset(str(out_dir))
+    (Path(out_dir) / "merged_from.json").write_text(json.dumps({**info, "layers": merged},
+                                                               indent=2) + "\n")
+    return Path(out_dir)

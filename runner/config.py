@@ -71,8 +71,10 @@ class ModelConfig:
     # keras-hub preset name, hf://org/name, kaggle://org/model/keras/variant, a local preset
     # directory, or the name of a preset shipped in runner/assets/presets.
     preset: str = MISSING
-    # Architecture numbers (backbone constructor arguments) for a known preset: checked against
-    # the preset's own config when it is loaded, and used to plan without downloading it.
+    # The keras-hub backbone family (gemma, gemma3, llama3) and its constructor numbers for a
+    # known preset: checked against the preset's own config when it loads, and used to plan
+    # the sharding when the preset cannot be read (offline, not downloaded yet).
+    family: Optional[str] = None
     architecture: Optional[Dict[str, Any]] = None
 
 

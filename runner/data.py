@@ -35,6 +35,12 @@ def _builder(dataset_cfg):
     if dataset_cfg.name in SHIPPED:
         importlib.import_module(SHIPPED[dataset_cfg.name])  # registers the builder with TFDS
     data_dir = str(Path(dataset_cfg.data_dir).expanduser()) if dataset_cfg.data_dir else None
+    if dataset_cfg.name.startswith("huggingface:") and not _reachable("huggingface.co"):
+        # TFDS's huggingface namespace asks the hub for the dataset's metadata even when a
+        # prepared copy exists, and retries for minutes offline.
+        raise UserError(f"dataset.name={dataset_cfg.name} is read through huggingface.co, which "
+                        "cannot be reached (offline?); use its stand-in (debug=smoke) or run "
+                        "where the hub is reachable")
     try:
         builder = tfds.builder(dataset_cfg.name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -49,6 +55,14 @@ def _builder(dataset_cfg):
     return builder
 
 
+def _reachable(host: str) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=3.0).close()
+        return True
+    except OSError:
+        return False
+
+
 def _check_can_download(dataset_cfg, builder) -> None:
     where = builder.data_dir
     fix = (f"prepare it where there is a network (`tfds build {dataset_cfg.name} --data_dir DIR`), "
@@ -56,11 +70,9 @@ def _check_can_download(dataset_cfg, builder) -> None:
     if not dataset_cfg.download:
         raise UserError(f"dataset.name={dataset_cfg.name} is not prepared under {where} and "
                         f"dataset.download=false; {fix}")
-    try:
-        socket.create_connection((DOWNLOAD_PROBE_HOST, 443), timeout=3.0).close()
-    except OSError:
+    if not _reachable(DOWNLOAD_PROBE_HOST):
         raise UserError(f"dataset.name={dataset_cfg.name} is not prepared under {where} and this "
-                        f"machine cannot download it (offline); {fix}") from None
+                        f"machine cannot download it (offline); {fix}")
 
 
 def _num_examples(builder, dataset_cfg, split: str) -> int:

@@ -16,6 +16,8 @@ SHIPPED_PRESETS = Path(__file__).resolve().parent / "assets" / "presets"
 REMOTE_HOSTS = {"hf://": "huggingface.co", "kaggle://": "api.kaggle.com"}
 KERAS_HUB_HOST = "api.kaggle.com"  # keras-hub's built-in preset names download from Kaggle
 PROBE_TIMEOUT_S = 3.0
+# model.family -> keras-hub backbone class name: a closed table, so YAML never names code paths.
+FAMILIES = {"gemma": "GemmaBackbone", "gemma3": "Gemma3Backbone", "llama3": "Llama3Backbone"}
 
 
 def _reachable(host: str) -> bool:
@@ -96,6 +98,14 @@ def check_supported(quant_cfg, lora_cfg, model_axis_size: int) -> None:
             "use quant=int8, or a mesh whose model axis is 1 (mesh=data_parallel)")
 
 
+def backbone_class(family: str):
+    import keras_hub
+
+    if family not in FAMILIES:
+        raise UserError(f"model.family={family} is unknown; valid: {sorted(FAMILIES)}")
+    return getattr(keras_hub.models, FAMILIES[family])
+
+
 def dtype_policy(precision) -> str:
     """The keras dtype policy name for train.precision."""
     return _mode(precision)
@@ -160,11 +170,20 @@ def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
     import keras
     import keras_hub
 
-    preset = resolve_preset(model_cfg.preset)
+    try:
+        preset = resolve_preset(model_cfg.preset)
+    except UserError:
+        if not (model_cfg.architecture and model_cfg.family):
+            raise
+        preset = None  # unreachable, but the model file knows the architecture
     with keras.StatelessScope(initialize_variables=False):
-        backbone = _from_preset(keras_hub.models.Backbone.from_preset, preset,
-                                load_weights=False, dtype=dtype_policy(precision))
-        _check_architecture(model_cfg, backbone)
+        if preset is None:
+            backbone = backbone_class(model_cfg.family)(**model_cfg.architecture,
+                                                        dtype=dtype_policy(precision))
+        else:
+            backbone = _from_preset(keras_hub.models.Backbone.from_preset, preset,
+                                    load_weights=False, dtype=dtype_policy(precision))
+            _check_architecture(model_cfg, backbone)
         _quantize(backbone, quant_cfg)
         apply_lora(backbone, lora_cfg)
     return backbone

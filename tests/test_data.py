@@ -1,0 +1,78 @@
+"""The input pipeline on token ids: the prompt carries zero loss weight, the response (and EOS)
+full weight, padding none; too-long pairs are dropped or truncated as configured."""
+
+import numpy as np
+import pytest
+
+from conftest import compose
+
+
+@pytest.fixture(scope="module")
+def preprocessor():
+    import keras_hub
+
+    from runner.model import SHIPPED_PRESETS
+
+    return keras_hub.models.CausalLMPreprocessor.from_preset(str(SHIPPED_PRESETS / "tiny_gemma"))
+
+
+def _first_batch(cfg, preprocessor, sequence_length=64):
+    from runner import data
+
+    preprocessor.sequence_length = sequence_length
+    stream = data.build(cfg.dataset, preprocessor, 4, sequence_length, 1, None, 0)
+    return stream, next(iter(stream.dataset))
+
+
+def test_prompt_tokens_carry_zero_weight(preprocessor):
+    from runner import data
+
+    cfg = compose("dataset=tiny_translations", "dataset.shuffle_buffer=1")  # keeps TFDS order
+    _, (x, y, w) = _first_batch(cfg, preprocessor)
+    example = next(iter(data._builder(cfg.dataset).as_dataset(split="train")))
+    first = {k: example[k].numpy().decode() for k in ("src", "dst")}
+    tok = preprocessor.tokenizer
+    prompt = list(np.asarray(tok("Translate this into French:\n" + first["src"] + "\n")))
+    response = list(np.asarray(tok(first["dst"]))) + [tok.end_token_id]
+    ids, y0, w0 = (np.asarray(t[0]) for t in (x["token_ids"], y, w))
+    n = 1 + len(prompt) + len(response)
+    assert list(ids[:n]) == [tok.start_token_id] + prompt + response
+    assert list(y0[:n - 1]) == prompt + response
+    # the targets that are prompt tokens weigh 0; the response and EOS weigh 1; padding 0
+    assert list(w0[:n - 1]) == [0.0] * len(prompt) + [1.0] * len(response)
+    assert not w0[n - 1:].any()
+    assert list(np.asarray(x["padding_mask"][0])) == [True] * n + [False] * (64 - n)
+    assert float(w0.sum()) == len(response)
+
+
+def test_too_long_pairs_are_dropped_or_truncated(preprocessor):
+    dropped, _ = _first_batch(compose("dataset=tiny_translations", "dataset.too_long=drop"),
+                              preprocessor, sequence_length=54)
+    kept, (x, y, w) = _first_batch(compose("dataset=tiny_translations",
+                                           "dataset.too_long=truncate"), preprocessor,
+                                   sequence_length=54)
+    assert kept.examples_per_epoch == 1200
+    assert 0 < dropped.examples_per_epoch < 1200
+    assert x["token_ids"].shape == (4, 54) and w.shape == (4, 54)
+
+
+def test_text_format_weights_every_real_token(preprocessor):
+    _, (x, y, w) = _first_batch(compose(), preprocessor)
+    mask, w = np.asarray(x["padding_mask"]), np.asarray(w)
+    # keras-hub's packing: weight 1 on every target that is a real token, 0 on padding
+    assert set(np.unique(w)) == {0.0, 1.0}
+    # the target at t is the token at t + 1: weighted exactly when that token is real
+    assert np.array_equal(w[:, :-1], mask[:, 1:].astype("float32"))
+
+
+def test_warmup_cosine_schedule():
+    from types import SimpleNamespace as NS
+
+    from runner.optim import learning_rate_at
+
+    c = NS(schedule="warmup_cosine", learning_rate=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate_at(c, 0, 100) == 0.0
+    assert learning_rate_at(c, 5, 100) == pytest.approx(5e-4)
+    assert learning_rate_at(c, 10, 100) == pytest.approx(1e-3)
+    assert learning_rate_at(c, 55, 100) == pytest.approx(1e-4 + 0.5 * 9e-4, rel=1e-4)
+    assert learning_rate_at(c, 100, 100) == pytest.approx(1e-4)

@@ -73,12 +73,17 @@ def weights_sha256(model) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check", action="store_true",
-                        help="compare the trained weights' hash with the shipped preset's")
+                        help="retrain with the shipped preset's recorded steps, batch size and "
+                             "seed, and compare the weights' hash with the shipped one")
     args = parser.parse_args(argv)
+    if args.check:
+        recorded = json.loads((DEFAULT_OUT / "tiny_gemma.json").read_text())
+        args.steps, args.batch_size, args.seed = (recorded["steps"], recorded["batch_size"],
+                                                  recorded["seed"])
 
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras

@@ -129,7 +129,7 @@ class OptimizerConfig:
 @dataclass
 class DatasetConfig:
     name: str = MISSING  # a TFDS name, e.g. imdb_reviews or tiny_reviews (shipped)
-    split: str = "train"  # TFDS split syntax: train, train[:10%], ...
+    split: str = "train"  # TFDS split syntax; quote slices on the command line: 'train[:10%]'
     eval_split: Optional[str] = None  # evaluated every train.eval_every steps
     format: DataFormat = DataFormat.text
     text_field: str = "text"  # format=text: the feature holding the text

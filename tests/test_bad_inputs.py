@@ -38,6 +38,9 @@ RUNNER_ERRORS = [
     ("lora_targets", ["lora.targets=[nonexistent_layer]"], ["lora.targets", "match no layer"]),
     ("online_without_key", ["tracking.mode=online"],
      ["tracking.mode=online needs a W&B API key", "tracking.mode=offline"]),
+    ("architecture_mismatch", ["model.architecture.num_layers=3"],
+     ["model.architecture.num_layers=3 but preset tiny_gemma has 4"]),
+    ("offline_hf_dataset", ["dataset=dolly"], ["dataset.name=huggingface:", "cannot be reached"]),
     ("offline_dataset", ["dataset.name=imdb_reviews"], ["dataset.name=imdb_reviews", "offline"]),
 ]
 

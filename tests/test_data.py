@@ -76,3 +76,11 @@ def test_warmup_cosine_schedule():
     assert learning_rate_at(c, 10, 100) == pytest.approx(1e-3)
     assert learning_rate_at(c, 55, 100) == pytest.approx(1e-4 + 0.5 * 9e-4, rel=1e-4)
     assert learning_rate_at(c, 100, 100) == pytest.approx(1e-4)
+
+
+def test_split_slicing_and_take(preprocessor):
+    # a slice is quoted on the command line: Hydra's grammar reads [ as a list
+    sliced, _ = _first_batch(compose("dataset.split='train[:25%]'"), preprocessor)
+    assert sliced.examples_per_epoch == 400 and sliced.steps_per_epoch == 100
+    taken, _ = _first_batch(compose("dataset.take=40"), preprocessor)
+    assert taken.examples_per_epoch == 40 and taken.steps == 10

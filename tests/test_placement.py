@@ -28,7 +28,8 @@ def _built(cfg):
 
 @pytest.mark.parametrize("overrides", [
     [], ["layout=gemma_model_parallel", "mesh=1x8"], ["mesh=8x1"], ["lora=none", "optimizer=sgd"],
-], ids=["auto-2x4", "rules-1x8", "auto-8x1", "full-sgd"])
+    ["quant=int8", "lora=rank16"], ["train.precision=bfloat16"],
+], ids=["auto-2x4", "rules-1x8", "auto-8x1", "full-sgd", "int8-lora16", "bfloat16"])
 def test_plan_equals_placement(overrides):
     from runner.train import actual_specs
 
@@ -89,3 +90,30 @@ def test_step_token_loss_ignores_padding():
     metric.update_state(labels, logits, np.ones_like(mask))  # holds the latest step only
     assert float(metric.result()) == pytest.approx(nll.mean(), rel=1e-5)
     assert float(ops.convert_to_tensor(metric.count)) == 10
+
+
+def test_precision_sets_weight_dtypes_and_bytes():
+    half, _ = _built(compose("train.precision=bfloat16"))
+    mixed, _ = _built(compose("train.precision=mixed_bfloat16"))
+    emb = "token_embedding/embeddings"
+    by_half = {e.path: e for e in half.entries}
+    by_mixed = {e.path: e for e in mixed.entries}
+    assert by_half[emb].dtype == "bfloat16" and by_mixed[emb].dtype == "float32"
+    assert by_half[emb].bytes_per_device * 2 == by_mixed[emb].bytes_per_device
+
+
+def test_lora_alpha_is_honoured_exactly():
+    import numpy as np
+    from keras import ops
+
+    from runner import model
+
+    cfg = compose("lora.rank=4", "lora.alpha=8", "lora.targets=[query]")
+    causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
+    layers = [l for l in causal_lm.backbone._flatten_layers() if getattr(l, "lora_enabled", 0)]
+    assert {l.name for l in layers} == {"query"} and len(layers) == 4
+    layer = layers[0]
+    layer.lora_kernel_b.assign(np.ones(layer.lora_kernel_b.shape, "float32"))
+    a, b = ops.convert_to_numpy(layer.lora_kernel_a), ops.convert_to_numpy(layer.lora_kernel_b)
+    expected = ops.convert_to_numpy(layer._kernel) + (8 / 4) * np.einsum("hdr,rk->hdk", a, b)
+    assert np.allclose(ops.convert_to_numpy(layer.kernel), expected, atol=1e-6)

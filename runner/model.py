@@ -7,6 +7,7 @@ host cannot be reached fails in seconds with the fix, instead of keras-hub's ret
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
@@ -151,6 +152,26 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
     return sorted({layer.name for layer in adapted})
 
 
+@contextlib.contextmanager
+def no_memory_scope():
+    """keras.StatelessScope(initialize_variables=False) that also forgets what it deferred.
+
+    Keras keeps every deferred variable in a global list and allocates them all at the next
+    StatelessScope exit anywhere (keras-hub's own loaders use one): planning a 7B model would
+    then cost its 34 GB later in the run. There is no public API for that list, hence the
+    private import; tests/test_model_files.py measures that planning stays small.
+    """
+    import keras
+    from keras.src.backend.common import global_state
+
+    before = list(global_state.get_global_attribute("uninitialized_variables") or [])
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        global_state.set_global_attribute("uninitialized_variables", before)
+
+
 def _quantize(backbone, quant_cfg) -> None:
     import warnings
 
@@ -167,7 +188,6 @@ def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
     keras.StatelessScope(initialize_variables=False) keeps initializers from running, so a 27B
     architecture costs seconds and no weight memory.
     """
-    import keras
     import keras_hub
 
     try:
@@ -176,7 +196,7 @@ def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
         if not (model_cfg.architecture and model_cfg.family):
             raise
         preset = None  # unreachable, but the model file knows the architecture
-    with keras.StatelessScope(initialize_variables=False):
+    with no_memory_scope():
         if preset is None:
             backbone = backbone_class(model_cfg.family)(**model_cfg.architecture,
                                                         dtype=dtype_policy(precision))

@@ -26,10 +26,8 @@ log = logging.getLogger(__name__)
 
 def abstract_optimizer_variables(optimizer_cfg, trainable_variables):
     """The optimizer's slot variables for these (stateless) trainable variables, no memory."""
-    import keras
-
     optimizer = optim.build_optimizer(optimizer_cfg)  # its two scalars are real; slots are not
-    with keras.StatelessScope(initialize_variables=False):
+    with model.no_memory_scope():
         optimizer.build(trainable_variables)
     return optimizer.variables
 

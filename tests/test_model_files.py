@@ -13,14 +13,13 @@ MODEL_FILES = sorted(p for p in (CONF / "model").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", MODEL_FILES, ids=[p.stem for p in MODEL_FILES])
 def test_architecture_gives_the_published_parameter_count(path):
-    import keras
     import keras_hub
 
-    from runner.model import backbone_class
+    from runner.model import backbone_class, no_memory_scope
 
     spec = yaml.safe_load(path.read_text())
     assert spec["family"] and spec["architecture"], "every model file names its architecture"
-    with keras.StatelessScope(initialize_variables=False):
+    with no_memory_scope():
         backbone = backbone_class(spec["family"])(**spec["architecture"])
     n = sum(math.prod(v.shape) for v in backbone.weights)
     presets = keras_hub.models.Backbone.presets
@@ -30,3 +29,22 @@ def test_architecture_gives_the_published_parameter_count(path):
         shipped = keras_hub.models.Backbone.from_preset(
             str(CONF.parent / "runner" / "assets" / "presets" / spec["preset"]))
         assert n == shipped.count_params()
+
+
+def test_planning_leaves_nothing_to_allocate_later():
+    """Deferred variables must not stay in Keras's global list: the next StatelessScope exit
+    (keras-hub's loaders use one) would allocate them all (34 GB for a 7B model)."""
+    import resource
+
+    import keras_hub
+    from keras.src.backend.common import global_state
+
+    from runner.model import SHIPPED_PRESETS, backbone_class, no_memory_scope
+
+    spec = yaml.safe_load((CONF / "model" / "gemma_7b_en.yaml").read_text())
+    with no_memory_scope():
+        backbone_class(spec["family"])(**spec["architecture"])
+    assert not global_state.get_global_attribute("uninitialized_variables")
+    keras_hub.models.Backbone.from_preset(str(SHIPPED_PRESETS / "tiny_gemma"))
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    assert peak_gb < 8, f"peak RSS {peak_gb:.1f} GB: planned weights were allocated"

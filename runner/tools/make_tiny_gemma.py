@@ -60,7 +60,15 @@ def train_tokenizer(corpus: Path, vocab_size: int) -> bytes:
         seed_sentencepiece_size=200000,
         minloglevel=2,
     )
-    return model.getvalue()
+    # The proto records the corpus path it was trained from; keep it relative so the file is the
+    # same whichever folder the project was cloned into.
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model.getvalue())
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.input.append("runner/assets/corpus/pretrain.txt")
+    return proto.SerializeToString()
 
 
 def weights_sha256(model) -> str:

@@ -7,12 +7,12 @@ batches in the same order (shuffle is seeded, maps keep order), which exact repr
 from __future__ import annotations
 
 import importlib
-import socket
 import string
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.network import reachable as _reachable
 
 # TFDS fetches prepared datasets from Google Cloud Storage first; if that host is unreachable,
 # a download would retry for minutes, so it is checked first.
@@ -53,14 +53,6 @@ def _builder(dataset_cfg):
             _check_can_download(dataset_cfg, builder)
         builder.download_and_prepare()
     return builder
-
-
-def _reachable(host: str) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=3.0).close()
-        return True
-    except OSError:
-        return False
 
 
 def _check_can_download(dataset_cfg, builder) -> None:

@@ -8,25 +8,16 @@ host cannot be reached fails in seconds with the fix, instead of keras-hub's ret
 from __future__ import annotations
 
 import contextlib
-import socket
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.network import reachable as _reachable
 
 SHIPPED_PRESETS = Path(__file__).resolve().parent / "assets" / "presets"
 REMOTE_HOSTS = {"hf://": "huggingface.co", "kaggle://": "api.kaggle.com"}
 KERAS_HUB_HOST = "api.kaggle.com"  # keras-hub's built-in preset names download from Kaggle
-PROBE_TIMEOUT_S = 3.0
 # model.family -> keras-hub backbone class name: a closed table, so YAML never names code paths.
 FAMILIES = {"gemma": "GemmaBackbone", "gemma3": "Gemma3Backbone", "llama3": "Llama3Backbone"}
-
-
-def _reachable(host: str) -> bool:
-    try:
-        with socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
 
 
 def resolve_preset(preset: str) -> str:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
 from runner.errors import UserError
+from runner.network import reachable
 
 
 def preflight(tracking_cfg) -> None:
@@ -27,11 +27,9 @@ def _check_online() -> None:
                         "WANDB_API_KEY, or use tracking.mode=offline and `wandb sync` later")
     url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
     host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=5.0).close()
-    except OSError:
+    if not reachable(host, port, timeout=5.0):
         raise UserError(f"tracking.mode=online but {host} cannot be reached (offline?); use "
-                        "tracking.mode=offline and `wandb sync` the run folder later") from None
+                        "tracking.mode=offline and `wandb sync` the run folder later")
 
 
 def _netrc_has_key() -> bool:

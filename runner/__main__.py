@@ -15,29 +15,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from runner.config import register_configs
+from runner.environment import quiet_library_loggers, set_process_environment
 from runner.errors import UserError
 
 log = logging.getLogger("runner")
 
 
-def set_process_environment(cpu_devices: int) -> None:
-    """KERAS_BACKEND and the virtual CPU device count, before the first jax import."""
-    if os.environ.get("KERAS_BACKEND", "jax") != "jax":
-        log.warning("KERAS_BACKEND=%s ignored: the runner runs on JAX", os.environ["KERAS_BACKEND"])
-    os.environ["KERAS_BACKEND"] = "jax"
-    flag = "--xla_force_host_platform_device_count"
-    flags = os.environ.get("XLA_FLAGS", "")
-    if flag not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {flag}={cpu_devices}".strip()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ banner is not ours to show
-    os.environ.setdefault("WANDB_SILENT", "true")
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     set_process_environment(cfg.cpu_devices)
-    for noisy in ("jax", "absl", "h5py", "tensorflow"):  # their INFO lines are not the user's
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_library_loggers()
     run_dir = HydraConfig.get().runtime.output_dir
     import tensorflow_datasets as tfds
 

@@ -181,6 +181,15 @@ class TrackingConfig:
 
 
 @dataclass
+class PlanConfig:
+    """What `python -m runner.plan` sizes the plan against (training runs use the real devices)."""
+    devices: Optional[int] = None  # devices to plan for; null: mesh.shape's product, or this
+    # machine's device count when mesh.shape has a -1
+    accelerator: Optional[str] = None  # e.g. tpu-v5p, h100-80gb: its memory per device
+    device_memory_gb: Optional[float] = None  # overrides accelerator (GB = 2**30 bytes)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
@@ -192,6 +201,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     name: str = "default"
     seed: int = 0
     cpu_devices: int = 8

@@ -64,7 +64,7 @@ def main(argv=None) -> None:
     config_path = args.run_dir / "resolved_config.yaml"
     from omegaconf import OmegaConf
 
-    from runner.__main__ import set_process_environment
+    from runner.environment import set_process_environment
 
     cpu_devices = OmegaConf.load(config_path).cpu_devices if config_path.is_file() else 8
     set_process_environment(cpu_devices)

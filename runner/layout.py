@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 from runner.errors import UserError
+
+
+LAYOUT_FILES = Path(__file__).resolve().parent.parent / "conf" / "layout"
+# What layout=auto uses for a family keras-hub has no layout map for: one of our rule files.
+AUTO_RULE_FILES = {"Gemma3Backbone": "gemma3"}
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,7 @@ def auto_rules(backbone_cls, mesh_shape: dict[str, int], model_axis: str, batch_
 
     helper = getattr(backbone_cls, "get_layout_map", None)
     if helper is None:
-        raise UserError(
-            f"layout=auto: keras-hub has no layout map for {backbone_cls.__name__}; "
-            "use a rules file (conf/layout/) or write layout.rules")
+        return _rules_file_for(backbone_cls)
     n = 1
     for size in mesh_shape.values():
         n *= size
@@ -50,6 +54,22 @@ def auto_rules(backbone_cls, mesh_shape: dict[str, int], model_axis: str, batch_
     origin = f"layout=auto ({backbone_cls.__name__}.get_layout_map)"
     return [Rule(name=f"auto_{i}", pattern=key, axes=tuple(layout_map[key].axes), origin=origin)
             for i, key in enumerate(layout_map)]
+
+
+def _rules_file_for(backbone_cls) -> list[Rule]:
+    """layout=auto for a family keras-hub has no layout map for: the project's rule file."""
+    from omegaconf import OmegaConf
+
+    name = AUTO_RULE_FILES.get(backbone_cls.__name__)
+    if name is None:
+        raise UserError(
+            f"layout=auto: keras-hub has no layout map for {backbone_cls.__name__}; "
+            "use a rules file (conf/layout/) or write layout.rules")
+    rules = OmegaConf.load(LAYOUT_FILES / f"{name}.yaml").rules
+    return [Rule(name=key, pattern=r.pattern, axes=tuple(r.axes),
+                 origin=f"layout=auto (rule {key} of conf/layout/{name}.yaml, as keras-hub has "
+                        f"no layout map for {backbone_cls.__name__})")
+            for key, r in rules.items()]
 
 
 def configured_rules(layout_cfg, backbone_cls, mesh_shape: dict[str, int], mesh_cfg

@@ -200,6 +200,26 @@ def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
     return backbone
 
 
+# Feed-forward branch width as a share of `intermediate_dim`: keras-hub's Gemma and Gemma 2 halve
+# it for each of the two gating branches (GemmaDecoderBlock), Gemma 3 and Llama 3 do not.
+_FFW_SHARE = {"GemmaBackbone": 2, "Gemma3Backbone": 1, "Llama3Backbone": 1}
+
+
+def dimensions(backbone):
+    """The sizes activation memory depends on, from the backbone's config (None: unknown)."""
+    from runner.plan.memory import Dimensions
+
+    share = _FFW_SHARE.get(type(backbone).__name__)
+    if share is None:
+        return None
+    c = backbone.get_config()
+    return Dimensions(
+        layers=c["num_layers"], hidden=c["hidden_dim"], query_heads=c["num_query_heads"],
+        kv_heads=c["num_key_value_heads"],
+        head_dim=c.get("head_dim") or c["hidden_dim"] // c["num_query_heads"],
+        ffw=c["intermediate_dim"] // share, vocabulary=c["vocabulary_size"])
+
+
 def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision):
     """Load the preset's CausalLM (weights included), quantize the frozen base, add LoRA.
     Call inside the distribution's scope so every variable is created with its layout."""

@@ -9,6 +9,7 @@ and never sets process-wide environment (the entry point does that before jax is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -42,7 +43,30 @@ def make_plan(cfg, n_devices: int) -> tuple[plan.Plan, list[layout.Rule]]:
     opt_vars = abstract_optimizer_variables(cfg.optimizer, backbone.trainable_variables)
     the_plan = plan.make_plan(backbone.variables, opt_vars, rules, axis_sizes,
                               batch_size=cfg.train.batch_size, batch_axis=cfg.mesh.batch_axis)
-    return the_plan, rules
+    return dataclasses.replace(the_plan, dimensions=model.dimensions(backbone)), rules
+
+
+def memory_per_device(cfg, the_plan: plan.Plan):
+    """The plan's bytes per device (weights, LoRA, gradients, optimizer, activations)."""
+    from runner.plan import memory
+
+    return memory.memory_per_device(
+        the_plan, the_plan.dimensions, cfg.train.batch_size, cfg.train.sequence_length,
+        cfg.mesh.batch_axis, cfg.mesh.model_axis,
+        memory.compute_itemsize(model.dtype_policy(cfg.train.precision)))
+
+
+def _warn_if_it_may_not_fit(estimate) -> None:
+    """A warning, not an error: the estimate is approximate, and the run will say for sure."""
+    from runner.plan import memory
+    from runner.plan.report import human_bytes
+
+    device = memory.local_device_memory()
+    problem = memory.fit_problem(estimate, device)
+    log.info("memory per device (estimate): %s of %s", human_bytes(estimate.total),
+             human_bytes(device.bytes) if device.bytes else "unknown")
+    if problem:
+        log.warning("%s (python -m runner.plan shows the breakdown)", problem)
 
 
 def actual_specs(variables) -> dict[str, tuple]:
@@ -113,6 +137,10 @@ def run(cfg, run_dir) -> dict:
     the_plan, rules = make_plan(cfg, len(devices))
     the_plan.check()
     plan.write_tsv(the_plan, run_dir / "sharding.tsv")
+    estimate = memory_per_device(cfg, the_plan)
+    summary["memory_per_device_estimate"] = {**dataclasses.asdict(estimate),
+                                             "total": estimate.total}
+    _warn_if_it_may_not_fit(estimate)
     axis_sizes = the_plan.axis_sizes
     batch_axis_size = axis_sizes[cfg.mesh.batch_axis]
     outputs.write_json(run_dir / "env.json", outputs.environment(axis_sizes))

@@ -7,12 +7,15 @@ nothing (the variable is silently replicated), a variable matched by two rules, 
 differs from the variable's (Keras pads it silently), an axis the mesh does not have, a dimension
 not divisible by its mesh axis, a batch not divisible by the batch axis.
 
-The same plan is the source of sharding.tsv and of the W&B sharding table.
+The same plan is the source of sharding.tsv and of the W&B sharding table, and of
+`python -m runner.plan` (runner/plan/__main__.py), which adds memory totals (runner/plan/memory.py)
+and prints it (runner/plan/report.py).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -37,6 +40,7 @@ class Plan:
     entries: list[Entry]
     problems: list[str]
     axis_sizes: dict[str, int]
+    dimensions: Optional[object] = None  # runner.plan.memory.Dimensions, for activation memory
 
     @property
     def weights(self) -> list[Entry]:
@@ -57,6 +61,37 @@ class Plan:
             suffix = f" (and {more} more problem{'s' * (more > 1)}; see `python -m runner.plan`)" \
                 if more else ""
             raise UserError(self.problems[0] + suffix)
+
+
+# The layer index in a variable path: decoder_block_12/attention/query/kernel, and in an optimizer
+# slot's flattened name, adamw/decoder_block_12_attention_query_kernel_momentum. Only the first
+# segment's number (after an optional optimizer prefix) is a layer index: ffw_gating_2 is a name.
+_LAYER_INDEX = re.compile(r"^((?:[a-z0-9]+/)?[a-z_]*?_)\d+(?=[/_])")
+
+
+def layer_pattern(path: str) -> str:
+    """decoder_block_12/attention/query/kernel -> decoder_block_*/attention/query/kernel."""
+    return _LAYER_INDEX.sub(r"\1*", path, count=1)
+
+
+WHERE = "\x00where\x00"  # stands for the variable in a problem message; see _Problems
+
+
+class _Problems:
+    """Problems in first-seen order, one line per problem *per layer pattern*: a 46-layer model
+    whose key kernels do not divide gets one line saying "(46 variables)", not 46 lines."""
+
+    def __init__(self):
+        self._seen: dict[tuple[str, str], list] = {}  # (message, pattern) -> [first path, count]
+
+    def add(self, message: str, path: str = "") -> None:
+        """`message` names the variable as WHERE; `path` is the variable it is about."""
+        seen = self._seen.setdefault((message, layer_pattern(path)), [path, 0])
+        seen[1] += 1
+
+    def lines(self) -> list[str]:
+        return [message.replace(WHERE, path if count == 1 else f"{pattern} ({count} variables)")
+                for (message, pattern), (path, count) in self._seen.items()]
 
 
 TSV_COLUMNS = ["path", "kind", "shape", "dtype", "spec", "bytes_per_device", "rule"]
@@ -85,26 +120,34 @@ def _itemsize(dtype: str) -> int:
     return np.dtype(dtype).itemsize
 
 
-def _variable_problems(path, shape, rule: Optional[Rule], axis_sizes) -> list[str]:
+def _unsplit_fix(rule: Rule, dim: int) -> str:
+    """How to leave one dimension unsplit: edit the rule, or (for layout=auto) write rules."""
+    if rule.origin.startswith("layout.rules."):
+        return f"null for dimension {dim} in {rule.origin}.axes"
+    return (f"layout rules that leave dimension {dim} unsplit (a file in conf/layout/ such as "
+            "layout=gemma_kv_replicated or layout=gemma3_kv_replicated, or layout.source=rules "
+            "with your own layout.rules)")
+
+
+def _variable_problems(problems: _Problems, path, shape, rule: Optional[Rule], axis_sizes):
     if rule is None:
-        return []
+        return
     if len(rule.axes) != len(shape):
-        return [f"{rule.origin} gives {len(rule.axes)} axes {spec_str(rule.axes)} to {path}, "
-                f"which has {len(shape)} dimensions {tuple(shape)}; give one axis (or null) "
-                f"per dimension in {rule.origin}.axes"]
-    problems = []
+        problems.add(f"{rule.origin} gives {len(rule.axes)} axes {spec_str(rule.axes)} to "
+                     f"{WHERE}, which has {len(shape)} dimensions {tuple(shape)}; give one axis "
+                     f"(or null) per dimension in {rule.origin}.axes", path)
+        return
     for dim, (size, axis) in enumerate(zip(shape, rule.axes)):
         if axis is None:
             continue
         if axis not in axis_sizes:
-            problems.append(f"{rule.origin} names mesh axis '{axis}', which is not in "
-                            f"mesh.axis_names={list(axis_sizes)}; use one of those or null")
+            problems.add(f"{rule.origin} names mesh axis '{axis}', which is not in "
+                         f"mesh.axis_names={list(axis_sizes)}; use one of those or null")
         elif size % axis_sizes[axis]:
-            problems.append(
-                f"{path} dimension {dim} (size {size}) does not divide by mesh axis '{axis}' "
+            problems.add(
+                f"{WHERE} dimension {dim} (size {size}) does not divide by mesh axis '{axis}' "
                 f"(size {axis_sizes[axis]}), set by {rule.origin}; use a mesh whose '{axis}' "
-                f"axis divides {size}, or null for dimension {dim} in {rule.origin}.axes")
-    return problems
+                f"axis divides {size}, or {_unsplit_fix(rule, dim)}", path)
 
 
 def _entry(path, shape, dtype, kind, trainable, rule, axis_sizes) -> Entry:
@@ -121,42 +164,44 @@ def make_plan(variables, optimizer_variables, rules: Sequence[Rule], axis_sizes:
     """variables: the model's (stateless) variables; optimizer_variables: the optimizer's,
     built over the trainable ones. Optimizer slots take their reference variable's layout,
     as keras BaseOptimizer.add_variable_from_reference does."""
-    problems: list[str] = []
+    problems = _Problems()
     entries: list[Entry] = []
     used: set[str] = set()
     seen_patterns: dict[str, str] = {}
     for rule in rules:
         if rule.pattern in seen_patterns:
-            problems.append(f"{rule.origin} repeats the pattern of {seen_patterns[rule.pattern]}; "
-                            "merge them or remove one")
+            problems.add(f"{rule.origin} repeats the pattern of {seen_patterns[rule.pattern]}; "
+                         "merge them or remove one")
         seen_patterns.setdefault(rule.pattern, rule.origin)
 
     by_sanitized = {}
     for v in variables:
         hits = matching_rules(v.path, rules)
         if len(hits) > 1:
-            problems.append(f"{v.path} is matched by {len(hits)} rules "
-                            f"({', '.join(r.origin for r in hits)}); make the patterns disjoint")
+            problems.add(f"{WHERE} is matched by {len(hits)} rules "
+                         f"({', '.join(r.origin for r in hits)}); make the patterns disjoint",
+                         v.path)
         rule = hits[0] if len(hits) == 1 else None
         used.update(r.name for r in hits)
-        problems += _variable_problems(v.path, v.shape, rule, axis_sizes)
+        _variable_problems(problems, v.path, v.shape, rule, axis_sizes)
         kind = "lora" if "lora_kernel" in v.path else "weight"
         entry = _entry(v.path, v.shape, str(v.dtype), kind, bool(v.trainable), rule, axis_sizes)
         entries.append(entry)
         by_sanitized[v.path.replace("/", "_")] = (entry, rule)
 
+    longest_first = sorted(by_sanitized, key=len, reverse=True)
     for v in optimizer_variables:
         # adamw/decoder_block_0_attention_query_lora_kernel_a_momentum -> its reference variable
         local = v.path.split("/", 1)[-1]
-        ref = next((by_sanitized[k] for k in sorted(by_sanitized, key=len, reverse=True)
-                    if local.startswith(k + "_")), None)
+        ref = next((by_sanitized[k] for k in longest_first if local.startswith(k + "_")), None)
         rule = ref[1] if ref else None
         entries.append(_entry(v.path, v.shape, str(v.dtype), "optimizer", False, rule,
                               axis_sizes))
 
+    repeated = {r.name for r in rules if seen_patterns[r.pattern] != r.origin}
     for rule in rules:
-        if rule.name not in used:
-            problems.append(
+        if rule.name not in used and rule.name not in repeated:
+            problems.add(
                 f"{rule.origin} (pattern {rule.pattern!r}) matches no variable of this model, so "
                 "what it was meant to split stays replicated; fix the pattern (it must match the "
                 "whole path, e.g. decoder_block_0/attention/query/kernel) or remove the rule")
@@ -164,7 +209,7 @@ def make_plan(variables, optimizer_variables, rules: Sequence[Rule], axis_sizes:
     if batch_size is not None and batch_axis is not None:
         n = axis_sizes.get(batch_axis, 1)
         if batch_size % n:
-            problems.append(
+            problems.add(
                 f"train.batch_size={batch_size} does not divide by the mesh's batch axis "
                 f"'{batch_axis}' (size {n}); use a multiple of {n}")
-    return Plan(entries=entries, problems=problems, axis_sizes=dict(axis_sizes))
+    return Plan(entries=entries, problems=problems.lines(), axis_sizes=dict(axis_sizes))

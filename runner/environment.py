@@ -1,0 +1,27 @@
+"""Process-wide settings the entry points (runner, runner.plan, runner.generate) make before jax,
+keras or tensorflow is imported: they read them once, at import. Library code never calls this."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("runner")
+
+
+def set_process_environment(cpu_devices: int) -> None:
+    """KERAS_BACKEND and the virtual CPU device count, before the first jax import."""
+    if os.environ.get("KERAS_BACKEND", "jax") != "jax":
+        log.warning("KERAS_BACKEND=%s ignored: the runner runs on JAX", os.environ["KERAS_BACKEND"])
+    os.environ["KERAS_BACKEND"] = "jax"
+    flag = "--xla_force_host_platform_device_count"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if flag not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}={cpu_devices}".strip()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ banner is not ours to show
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def quiet_library_loggers() -> None:
+    for noisy in ("jax", "absl", "h5py", "tensorflow"):  # their INFO lines are not the user's
+        logging.getLogger(noisy).setLevel(logging.WARNING)

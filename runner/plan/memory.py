@@ -1,0 +1,169 @@
+"""Bytes per device of a planned run: weights, LoRA, gradients, optimizer state, activations,
+against the memory of the device it will run on.
+
+Sizes use Keras's convention: 1 GB = 2**30 bytes (model.summary() prints 2.5B float32 params as
+"9.34 GB"), so plan totals compare directly with what Keras and JAX's memory stats report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from runner.errors import UserError
+
+GB = 2**30
+# Memory one JAX device sees, in GB, by `plan.accelerator` name. TPU v2/v3 show each core as a
+# device; v4 and v5p (megacore) one device per chip; v5e/v6e one core per chip.
+ACCELERATORS = {
+    "tpu-v2": 8, "tpu-v3": 16, "tpu-v4": 32, "tpu-v5e": 16, "tpu-v5p": 95, "tpu-v6e": 32,
+    "t4": 16, "v100-16gb": 16, "v100-32gb": 32, "a10g": 24, "l4": 24, "l40s": 48,
+    "a100-40gb": 40, "a100-80gb": 80, "h100-80gb": 80, "h200": 141, "mi300x": 192,
+}
+# Bytes per activation element by dtype policy (train.precision): mixed precision computes in bf16.
+_COMPUTE_ITEMSIZE = {"float32": 4, "mixed_bfloat16": 2, "bfloat16": 2, "mixed_float16": 2,
+                     "float16": 2}
+# A plan fits when its estimate leaves this share of the device free: XLA's temporaries (fusion
+# buffers, the bf16 copies mixed precision makes, collectives' buffers) are not in the estimate.
+HEADROOM = 0.10
+
+
+def compute_itemsize(policy: str) -> int:
+    return _COMPUTE_ITEMSIZE.get(policy, 4)
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """The transformer sizes that set activation memory (from the backbone's config)."""
+    layers: int
+    hidden: int
+    query_heads: int
+    kv_heads: int
+    head_dim: int
+    ffw: int  # width of one feed-forward branch (gate and up each have this many units)
+    vocabulary: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per device, by what holds them."""
+    frozen_weights: int
+    trainable_weights: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return (self.frozen_weights + self.trainable_weights + self.gradients
+                + self.optimizer_state + self.activations)
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    bytes: Optional[int]  # None: not known (a topology this machine does not have, no figure)
+    source: str  # where the figure comes from, in words a user can act on
+
+
+def activation_bytes(dims: Dimensions, batch_per_device: int, sequence_length: int,
+                     model_axis_size: int, compute_itemsize: int) -> int:
+    """What the forward pass keeps for the backward pass, per device, with no rematerialisation.
+
+    Per token and layer (elements): the residual stream and its norms around attention and the
+    feed-forward block (6 x hidden), q, k, v and the attention output (2 x (query_heads +
+    kv_heads) x head_dim), the scores and their softmax (2 x query_heads x sequence_length), and
+    the feed-forward gate, up, activation and product (4 x ffw). Then the logits, in the compute
+    dtype and again in float32 for the loss. Head-, feed-forward- and vocabulary-sized tensors are
+    taken as split over the model axis like the weights that make them; the residual stream is
+    not. LoRA does not shrink this: gradients must flow back through every layer to reach the
+    first adapter. It is an estimate (XLA fuses some of these away and adds temporaries).
+    """
+    m = model_axis_size
+    per_token_layer = (6 * dims.hidden
+                       + 2 * (dims.query_heads + dims.kv_heads) * dims.head_dim / m
+                       + 2 * dims.query_heads * sequence_length / m
+                       + 4 * dims.ffw / m)
+    tokens = batch_per_device * sequence_length
+    layers = dims.layers * tokens * per_token_layer * compute_itemsize
+    logits = tokens * dims.vocabulary / m * (compute_itemsize + 4)
+    return int(math.ceil(layers + logits))
+
+
+def memory_per_device(plan, dims: Optional[Dimensions], batch_size: int, sequence_length: int,
+                      batch_axis: str, model_axis: str, compute_itemsize: int) -> Memory:
+    """Sum the plan's entries by kind and add the activation estimate."""
+    weights = [e for e in plan.entries if e.kind != "optimizer"]
+    trainable = sum(e.bytes_per_device for e in weights if e.trainable)
+    sizes = plan.axis_sizes
+    activations = 0
+    if dims is not None:
+        per_device = max(1, batch_size // sizes.get(batch_axis, 1))
+        activations = activation_bytes(dims, per_device, sequence_length,
+                                       sizes.get(model_axis, 1), compute_itemsize)
+    return Memory(
+        frozen_weights=sum(e.bytes_per_device for e in weights if not e.trainable),
+        trainable_weights=trainable,
+        gradients=trainable,  # one gradient per trainable weight, in the weight's dtype
+        optimizer_state=sum(e.bytes_per_device for e in plan.entries if e.kind == "optimizer"),
+        activations=activations,
+    )
+
+
+def _host_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def local_device_memory() -> DeviceMemory:
+    """What one of this machine's devices has: the accelerator's own figure, or host RAM shared
+    by the virtual CPU devices."""
+    import jax
+
+    devices = jax.local_devices()
+    device = devices[0]
+    if device.platform == "cpu":
+        return DeviceMemory(_host_memory_bytes() // len(devices),
+                            f"this machine: {_host_memory_bytes() / GB:.1f} GB RAM shared by "
+                            f"{len(devices)} CPU devices")
+    stats = device.memory_stats() or {}
+    if "bytes_limit" not in stats:
+        return DeviceMemory(None, f"this machine's {device.device_kind} reports no memory "
+                                  "limit; set plan.accelerator or plan.device_memory_gb")
+    return DeviceMemory(int(stats["bytes_limit"]),
+                        f"this machine: {device.device_kind}, as JAX reports it")
+
+
+def device_memory(plan_cfg, planned_devices: int, local_device_count: int) -> DeviceMemory:
+    """plan.device_memory_gb, else plan.accelerator's figure, else this machine's devices when
+    the plan is for them; otherwise unknown (planning a pod slice from a laptop)."""
+    if plan_cfg.device_memory_gb is not None:
+        if plan_cfg.device_memory_gb <= 0:
+            raise UserError(f"plan.device_memory_gb={plan_cfg.device_memory_gb} must be positive")
+        return DeviceMemory(int(plan_cfg.device_memory_gb * GB),
+                            f"plan.device_memory_gb={plan_cfg.device_memory_gb:g}")
+    if plan_cfg.accelerator is not None:
+        name = str(plan_cfg.accelerator).lower()
+        if name not in ACCELERATORS:
+            raise UserError(f"plan.accelerator={plan_cfg.accelerator} is not known; use one of "
+                            f"{sorted(ACCELERATORS)}, or give plan.device_memory_gb")
+        return DeviceMemory(ACCELERATORS[name] * GB,
+                            f"plan.accelerator={name}: {ACCELERATORS[name]} GB per device")
+    if local_device_count == planned_devices:
+        return local_device_memory()
+    return DeviceMemory(None, f"unknown: the plan is for {planned_devices} devices this machine "
+                              "does not have; set plan.accelerator=NAME (e.g. tpu-v5p, "
+                              "h100-80gb) or plan.device_memory_gb=N")
+
+
+def fit_problem(memory: Memory, device: DeviceMemory) -> Optional[str]:
+    """None when it fits (or nothing is known to compare with); else the problem and the fix."""
+    if device.bytes is None:
+        return None
+    usable = device.bytes * (1 - HEADROOM)
+    if memory.total <= usable:
+        return None
+    return (f"the estimate of {memory.total / GB:.2f} GB per device does not fit in "
+            f"{usable / GB:.2f} GB ({100 - HEADROOM * 100:.0f}% of {device.bytes / GB:.2f} GB, "
+            f"{device.source}); split more (a larger model or batch axis in mesh.shape), freeze "
+            "more (LoRA, quant=int8), or lower train.batch_size / train.sequence_length")

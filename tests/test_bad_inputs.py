@@ -26,7 +26,7 @@ RUNNER_ERRORS = [
     ("not_divisible",
      ["layout=gemma_model_parallel", "mesh=1x8",
       "+layout.rules.lora_a={pattern:'.*lora_kernel_a',axes:[null,null,model]}"],
-     ["lora_kernel_a dimension 2 (size 4) does not divide by mesh axis 'model' (size 8)",
+     ["lora_kernel_a (4 variables) dimension 2 (size 4) does not divide by mesh axis 'model' (size 8)",
       "layout.rules.lora_a"]),
     ("malformed_rule", ["layout=gemma_model_parallel", "+layout.rules.extra={patern:x,axes:[model]}"],
      ["layout.rules.extra must have exactly the keys pattern and axes", "patern"]),

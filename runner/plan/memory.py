@@ -166,4 +166,6 @@ def fit_problem(memory: Memory, device: DeviceMemory) -> Optional[str]:
     return (f"the estimate of {memory.total / GB:.2f} GB per device does not fit in "
             f"{usable / GB:.2f} GB ({100 - HEADROOM * 100:.0f}% of {device.bytes / GB:.2f} GB, "
             f"{device.source}); split more (a larger model or batch axis in mesh.shape), freeze "
-            "more (LoRA, quant=int8), or lower train.batch_size / train.sequence_length")
+            "more (LoRA, quant=int8), or lower train.batch_size / train.sequence_length"
+            + ("; to size it for other hardware, set plan.accelerator or plan.device_memory_gb"
+               if device.source.startswith("this machine") else ""))

@@ -18,8 +18,9 @@ def save(causal_lm, run_dir: Path, probe) -> Path:
     """keras-hub's LoRA file, plus the probe (token ids, logits) a reload must reproduce."""
     path = Path(run_dir) / ADAPTER_FILE
     causal_lm.backbone.save_lora_weights(str(path))
-    token_ids, logits = probe
-    np.savez(Path(run_dir) / PROBE_FILE, token_ids=token_ids, logits=logits)
+    if probe is not None:  # None in multi-process runs (logits span processes)
+        token_ids, logits = probe
+        np.savez(Path(run_dir) / PROBE_FILE, token_ids=token_ids, logits=logits)
     return path
 
 
@@ -35,6 +36,8 @@ def load(causal_lm, run_dir: Path) -> None:
 
 def probe_difference(run_dir: Path, logits) -> float:
     """Largest absolute difference from the logits stored when the adapter was saved."""
+    if not (Path(run_dir) / PROBE_FILE).is_file():
+        return float("nan")  # a multi-process run stores no probe
     stored = np.load(Path(run_dir) / PROBE_FILE)["logits"]
     return float(np.max(np.abs(stored - logits)))
 

@@ -7,7 +7,7 @@ import time
 
 import keras
 
-from runner import optim
+from runner import checkpoints, optim
 
 log = logging.getLogger(__name__)
 
@@ -18,31 +18,41 @@ class StepLogger(keras.callbacks.Callback):
     It never touches `self.model`: under JAX that would sync the training state every step.
     """
 
-    def __init__(self, tracker, optimizer_cfg, log_every: int, total_steps: int):
+    def __init__(self, tracker, optimizer_cfg, log_every: int, total_steps: int,
+                 start_step: int = 0):
         super().__init__()
         self.tracker, self.optimizer_cfg = tracker, optimizer_cfg
-        self.log_every, self.total_steps = log_every, total_steps
+        self.log_every, self.total_steps, self.start_step = log_every, total_steps, start_step
         self.losses: list[float] = []
         self.tokens_per_s: list[float] = []
+        self.tokens = 0.0
+
+    def state(self) -> dict:
+        return {"losses": self.losses, "tokens_per_s": self.tokens_per_s, "tokens": self.tokens}
+
+    def load_state(self, state: dict) -> None:
+        self.losses, self.tokens_per_s = list(state["losses"]), list(state["tokens_per_s"])
+        self.tokens = state["tokens"]
 
     def on_train_begin(self, logs=None):
-        self.last_time, self.tokens = time.perf_counter(), 0.0
+        self.last_time, self.first_interval = time.perf_counter(), True
 
     def on_train_batch_end(self, batch, logs=None):
-        step = batch + 1
-        self.tokens += logs["tokens"]
-        self.losses.append(logs["token_loss"])
+        step = self.start_step + batch + 1
+        self.tokens += float(logs["tokens"])
+        self.losses.append(float(logs["token_loss"]))
         if step % self.log_every and step != self.total_steps:
             return
         now = time.perf_counter()
         tps = self.tokens / (now - self.last_time)
-        if step > self.log_every:  # the first interval includes compilation
+        if not self.first_interval:  # the first interval of a process includes compilation
             self.tokens_per_s.append(tps)
+        self.first_interval = False
         record = {"loss": logs["token_loss"], "accuracy": logs["accuracy"],
                   "learning_rate": optim.learning_rate_at(self.optimizer_cfg, step - 1,
                                                           self.total_steps),
-                  "tokens_per_s": tps, "tokens": self.tokens}
-        self.tracker.log(record, step=step)
+                  "tokens": self.tokens}
+        self.tracker.log(record, step=step, timing={"tokens_per_s": tps})
         log.info("step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.0f tok/s", step, self.total_steps,
                  record["loss"], record["accuracy"], record["learning_rate"], tps)
         self.last_time, self.tokens = time.perf_counter(), 0.0
@@ -51,22 +61,68 @@ class StepLogger(keras.callbacks.Callback):
 class Evaluator(keras.callbacks.Callback):
     """Token-level loss on the eval split every `every` steps and after the last step."""
 
-    def __init__(self, tracker, eval_stream, every: int, total_steps: int):
+    def __init__(self, tracker, eval_stream, every: int, total_steps: int, start_step: int = 0):
         super().__init__()
         self.tracker, self.stream = tracker, eval_stream
-        self.every, self.total_steps = every, total_steps
+        self.every, self.total_steps, self.start_step = every, total_steps, start_step
         self.history: list[tuple[int, float]] = []
 
+    def state(self) -> dict:
+        return {"history": self.history}
+
+    def load_state(self, state: dict) -> None:
+        self.history = [tuple(h) for h in state["history"]]
+
     def on_train_batch_end(self, batch, logs=None):
-        step = batch + 1
+        step = self.start_step + batch + 1
         if step % self.every and step != self.total_steps:
             return
         paused = time.perf_counter()
         # `self.model` syncs the JAX training state into the variables before evaluating.
         result = self.model.evaluate(self.stream.dataset, steps=self.stream.steps, verbose=0,
                                      return_dict=True)
-        record = {"eval_loss": result["mean_token_loss"], "eval_accuracy": result["accuracy"]}
+        record = {"eval_loss": float(result["mean_token_loss"]),
+                  "eval_accuracy": float(result["accuracy"])}
         self.history.append((step, record["eval_loss"]))
         self.tracker.log(record, step=step)
         log.info("step %d/%d  eval loss %.4f  acc %.3f  (%.1fs)", step, self.total_steps,
                  record["eval_loss"], record["eval_accuracy"], time.perf_counter() - paused)
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves a checkpoint every `every` steps (runner.checkpoints); on a resumed run, restores
+    the checkpoint's values at the start of the epoch, after Keras has reset the metrics.
+
+    Put it after the other callbacks: a step's checkpoint must hold the state after that step's
+    logging and evaluation, as an uninterrupted run continues from it."""
+
+    def __init__(self, saver, every, total_steps: int, start_step: int, stateful: dict,
+                 resume_from=None, on_restored=None):
+        super().__init__()
+        self.saver, self.every = saver, every
+        self.total_steps, self.start_step = total_steps, start_step
+        self.stateful = stateful  # name -> callback with state()/load_state()
+        self.resume_from, self.on_restored = resume_from, on_restored
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.resume_from is None:
+            return
+        arrays, meta = checkpoints.read(self.resume_from)
+        checkpoints.restore(self.model, arrays, meta["paths"])
+        for name, callback in self.stateful.items():
+            callback.load_state(meta["callbacks"][name])
+        if self.on_restored is not None:
+            self.on_restored(self.model)
+        log.info("resumed from %s", self.resume_from.path)
+        self.resume_from = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.start_step + batch + 1
+        if not self.every or step % self.every or step >= self.total_steps:
+            return
+        arrays, paths = checkpoints.capture(self.model)  # `self.model` syncs the JAX state
+        self.saver.save(step, arrays, {"paths": paths, "callbacks": {
+            name: callback.state() for name, callback in self.stateful.items()}})
+
+    def on_train_end(self, logs=None):
+        self.saver.wait()

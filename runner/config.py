@@ -157,6 +157,8 @@ class TrainConfig:
     eval_every: Optional[int] = None  # steps between evaluations of dataset.eval_split
     eval_steps: Optional[int] = None  # batches per evaluation (null: the whole split)
     precision: Precision = Precision.float32
+    checkpoint_every: Optional[int] = None  # steps between checkpoints (null: none)
+    resume: bool = True  # the same config in a folder whose run was cut resumes it
     save_adapter: bool = True  # LoRA runs: adapter.lora.h5 in the run folder
     save_merged_preset: bool = False  # also a keras-hub preset with the adapter merged in
 
@@ -178,6 +180,22 @@ class TrackingConfig:
     entity: Optional[str] = None
     group: Optional[str] = None
     tags: List[str] = field(default_factory=list)
+
+
+class DistributedMode(str, Enum):
+    off = "off"  # one process
+    auto = "auto"  # a submitit job's tasks, or JAX's cluster detection (SLURM, TPU pod slices)
+    explicit = "explicit"  # coordinator, num_processes, process_id given
+
+
+@dataclass
+class DistributedConfig:
+    mode: DistributedMode = DistributedMode.off
+    coordinator: Optional[str] = None  # host:port of process 0 (explicit)
+    num_processes: Optional[int] = None  # explicit
+    process_id: Optional[int] = None  # explicit; also names this process's log file
+    initialization_timeout_s: int = 300  # a peer that never starts fails the others after this
+    heartbeat_timeout_s: int = 60  # a peer that dies ends the others after about this
 
 
 @dataclass
@@ -202,6 +220,7 @@ class Config:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     name: str = "default"
     seed: int = 0
     cpu_devices: int = 8
@@ -209,5 +228,11 @@ class Config:
 
 def register_configs() -> None:
     """Called by the entry point and by tests, never at import time."""
+    from omegaconf import OmegaConf
+
+    from runner.distributed import log_file_name
+
+    # conf/config.yaml names each process's log file with it (hydra.job_logging).
+    OmegaConf.register_new_resolver("runner_log_file", log_file_name, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)

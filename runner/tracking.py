@@ -1,4 +1,9 @@
-"""Where numbers go: metrics.jsonl in the run folder, and W&B (offline by default).
+"""Where numbers go: metrics.jsonl and throughput.jsonl in the run folder, and W&B (offline by
+default).
+
+metrics.jsonl holds only what the config and seed determine (losses, accuracy, learning rate,
+token counts), so two runs of the same config on the same software and devices give identical
+files; timings (tokens/s) go to throughput.jsonl. W&B gets both.
 
 W&B's mode is always set explicitly: online without a key or a network would otherwise hang for
 about 100 s, so online mode checks both first and fails in seconds with the fix.
@@ -41,12 +46,36 @@ def _netrc_has_key() -> bool:
         return False
 
 
+METRICS_FILE = "metrics.jsonl"
+THROUGHPUT_FILE = "throughput.jsonl"
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_after(run_dir: Path, step: int) -> None:
+    """Drop records past `step` (a resumed run logs them again, identically)."""
+    for name in (METRICS_FILE, THROUGHPUT_FILE):
+        path = Path(run_dir) / name
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+
 class Tracker:
     """metrics.jsonl + an optional W&B run. One per training run, on process 0 only."""
 
-    def __init__(self, tracking_cfg, run_dir: Path, config: dict, name: str):
-        self.mode = getattr(tracking_cfg.mode, "value", tracking_cfg.mode)
-        self.metrics_path = Path(run_dir) / "metrics.jsonl"
+    def __init__(self, tracking_cfg, run_dir: Path, config: dict, name: str,
+                 group: str | None = None, write: bool = True):
+        """write=False (processes other than 0 of a multi-process run): record nothing."""
+        self.mode = getattr(tracking_cfg.mode, "value", tracking_cfg.mode) if write \
+            else "disabled"
+        self.write = write
+        self.metrics_path = Path(run_dir) / METRICS_FILE
+        self.throughput_path = Path(run_dir) / THROUGHPUT_FILE
         self.run = None
         if self.mode == "disabled":
             return
@@ -54,15 +83,19 @@ class Tracker:
 
         self.run = wandb.init(
             mode=self.mode, dir=str(run_dir), project=tracking_cfg.project,
-            entity=tracking_cfg.entity, group=tracking_cfg.group, name=name,
+            entity=tracking_cfg.entity, group=tracking_cfg.group or group, name=name,
             tags=list(tracking_cfg.tags), config=config,
             settings=wandb.Settings(console="off", init_timeout=90, x_disable_stats=True))
 
-    def log(self, metrics: dict, step: int) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+    def log(self, metrics: dict, step: int, timing: dict | None = None) -> None:
+        """`metrics`: determined by config and seed; `timing`: measured (tokens/s, ...)."""
+        if not self.write:
+            return
+        _append(self.metrics_path, {"step": step, **metrics})
+        if timing:
+            _append(self.throughput_path, {"step": step, **timing})
         if self.run is not None:
-            self.run.log(metrics, step=step)
+            self.run.log({**metrics, **(timing or {})}, step=step)
 
     def table(self, key: str, columns: list[str], rows: list[list]) -> None:
         if self.run is not None:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from runner import adapters, data, generation, layout, mesh, model, optim, outputs, plan
-from runner.callbacks import Evaluator, StepLogger
+from runner import (adapters, checkpoints, data, generation, layout, mesh, model, optim,
+                    outputs, plan)
+from runner.callbacks import Checkpointer, Evaluator, StepLogger
 from runner.errors import UserError
-from runner.tracking import Tracker, preflight
+from runner.tracking import Tracker, preflight, truncate_after
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +115,81 @@ def compile_for_training(causal_lm, optimizer, generate_cfg, seed: int) -> None:
     )
 
 
-def run(cfg, run_dir) -> dict:
-    """Train the experiment `cfg` (a composed, typed config) into `run_dir`; return the summary."""
-    import keras
+def run(cfg, run_dir, run_name: str | None = None, group: str | None = None) -> dict:
+    """Train the experiment `cfg` (a composed, typed config) into `run_dir`; return the summary.
 
+    A folder whose run of the same config finished is left alone (its summary is returned); one
+    whose run was cut resumes from its last checkpoint. `run_name` and `group` name the W&B run
+    (a sweep groups its jobs and names each by its overrides)."""
     start = time.time()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    outputs.claim(run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    claim = _claim(run_dir, resolved, cfg.train.resume)
+    try:
+        if claim.state == "finished":
+            log.info("%s already holds this run, finished: nothing to do", run_dir)
+            return claim.summary
+        return _run(cfg, run_dir, resolved, claim, start, run_name, group)
+    finally:
+        claim.release()
+
+
+_CLAIM_STATES = ("new", "finished", "resume", "restart")
+
+
+def _claim(run_dir: Path, resolved: dict, resume: bool) -> outputs.Claim:
+    """Process 0 claims the folder; in a multi-process program it tells the others what it
+    found (they read the same shared folder, and must all resume from the same step)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return outputs.claim(run_dir, resolved, resume=resume)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    claim, refused, code = None, None, [-1, 0]
+    if jax.process_index() == 0:
+        try:
+            claim = outputs.claim(run_dir, resolved, resume=resume)
+            code = [_CLAIM_STATES.index(claim.state),
+                    claim.checkpoint.step if claim.checkpoint else 0]
+        except UserError as exc:
+            refused = exc
+    code = [int(c) for c in multihost_utils.broadcast_one_to_all(np.array(code, np.int32))]
+    if refused is not None:
+        raise refused
+    if code[0] < 0:
+        raise outputs.RunDirTaken(f"process 0 refused hydra.run.dir={run_dir} (see its log)")
+    if claim is not None:
+        return claim
+    state, step = _CLAIM_STATES[code[0]], code[1]
+    summary = outputs.read_json(run_dir / "summary.json") if state == "finished" else None
+    checkpoint = checkpoints.at(run_dir, step) if state == "resume" else None
+    return outputs.Claim(state, summary=summary, checkpoint=checkpoint)
+
+
+def _run(cfg, run_dir: Path, resolved: dict, claim, start: float, run_name, group) -> dict:
+    import jax
+    import keras
+
+    primary = jax.process_index() == 0  # the only process that writes the run folder
+    if jax.process_count() > 1 and cfg.train.save_merged_preset:
+        raise UserError("train.save_merged_preset is not supported in a multi-process run; "
+                        "merge later from the adapter (python -m runner.generate) or run with "
+                        "one process")
+    start_step = claim.checkpoint.step if claim.state == "resume" else 0
+    if claim.state in ("resume", "restart"):
+        log.info("%s holds this run, cut at step %d: %s", run_dir, start_step,
+                 f"resuming from {claim.checkpoint.path}" if start_step else "starting over")
+        if primary:
+            truncate_after(run_dir, start_step)  # those steps are logged again, identically
     summary = {"status": "running", "name": cfg.name}
-    outputs.write_json(run_dir / "summary.json", summary)
+    if start_step:
+        summary["resumed_from_step"] = start_step
+    if primary:
+        (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        outputs.write_json(run_dir / "summary.json", summary)
 
     preflight(cfg.tracking)
     keras.backend.clear_session()  # no layer-name counters or policies from an earlier job
@@ -136,14 +201,16 @@ def run(cfg, run_dir) -> dict:
     devices = keras.distribution.list_devices()
     the_plan, rules = make_plan(cfg, len(devices))
     the_plan.check()
-    plan.write_tsv(the_plan, run_dir / "sharding.tsv")
+    if primary:
+        plan.write_tsv(the_plan, run_dir / "sharding.tsv")
     estimate = memory_per_device(cfg, the_plan)
     summary["memory_per_device_estimate"] = {**dataclasses.asdict(estimate),
                                              "total": estimate.total}
     _warn_if_it_may_not_fit(estimate)
     axis_sizes = the_plan.axis_sizes
     batch_axis_size = axis_sizes[cfg.mesh.batch_axis]
-    outputs.write_json(run_dir / "env.json", outputs.environment(axis_sizes))
+    if primary:
+        outputs.write_json(run_dir / "env.json", outputs.environment(axis_sizes))
 
     # 2. Model, data and optimizer inside the distribution, so every variable is born sharded.
     with distribution_for(cfg, rules, devices).scope():
@@ -159,9 +226,13 @@ def run(cfg, run_dir) -> dict:
         optimizer = optim.build_optimizer(cfg.optimizer, stream.steps)
         compile_for_training(causal_lm, optimizer, cfg.generate, cfg.seed)
         optimizer.build(causal_lm.trainable_variables)
-        verify_placement(the_plan, causal_lm.backbone.variables + optimizer.variables)
+        variables = causal_lm.backbone.variables + optimizer.variables
+        verify_placement(the_plan, variables)
 
-        tracker = Tracker(cfg.tracking, run_dir, resolved, name=f"{cfg.name}-{run_dir.name}")
+        name = run_name or f"{cfg.name}-{run_dir.name}"
+        tracker = Tracker(cfg.tracking, run_dir, resolved,
+                          name=f"{name} (resumed at step {start_step})" if start_step else name,
+                          group=group, write=primary)
         try:
             summary.update(total_params=the_plan.total_params,
                            trainable_params=the_plan.trainable_params)
@@ -171,44 +242,71 @@ def run(cfg, run_dir) -> dict:
                      f"{the_plan.total_params:,}", f"{the_plan.trainable_params:,}", axis_sizes,
                      stream.steps)
 
-            # 3. Sample, train (evaluating on the way), sample.
-            before = generation.generate(causal_lm, cfg.generate.prompts,
-                                         cfg.generate.max_length, batch_axis_size)
-            logger = StepLogger(tracker, cfg.optimizer, cfg.train.log_every, stream.steps)
-            callbacks = [logger]
+            # 3. Sample, train (evaluating and checkpointing on the way), sample. A resumed run
+            #    samples "before" from the same fresh weights, then restores its checkpoint.
+            prompts = list(cfg.generate.prompts)
+            if prompts and jax.process_count() > 1:
+                log.warning("samples skipped: keras-hub's generate() cannot fetch token arrays "
+                            "spread over %d processes; sample from the saved adapter on one "
+                            "host with python -m runner.generate RUN_DIR", jax.process_count())
+                prompts = []
+            before = generation.generate(causal_lm, prompts, cfg.generate.max_length,
+                                         batch_axis_size)
+            logger = StepLogger(tracker, cfg.optimizer, cfg.train.log_every, stream.steps,
+                                start_step)
+            stateful = {"logger": logger}
             if eval_stream is not None:
-                callbacks.append(Evaluator(tracker, eval_stream,
-                                           cfg.train.eval_every or stream.steps, stream.steps))
+                stateful["evaluator"] = Evaluator(tracker, eval_stream,
+                                                  cfg.train.eval_every or stream.steps,
+                                                  stream.steps, start_step)
+            saver = Checkpointer(
+                checkpoints.Saver(run_dir, write=primary), cfg.train.checkpoint_every,
+                stream.steps, start_step,
+                stateful, resume_from=claim.checkpoint if start_step else None,
+                on_restored=lambda m: verify_placement(the_plan, variables))
             causal_lm.preprocessor = None  # batches arrive preprocessed; fit must not redo it
             train_start = time.time()
-            causal_lm.fit(stream.dataset, epochs=1, steps_per_epoch=stream.steps,
-                          callbacks=callbacks, verbose=0, shuffle=False)
+            # A resumed run replays the stream to where the checkpoint was taken.
+            causal_lm.fit(stream.dataset.skip(start_step), epochs=1,
+                          steps_per_epoch=stream.steps - start_step,
+                          callbacks=[*stateful.values(), saver], verbose=0, shuffle=False)
             train_seconds = time.time() - train_start
             causal_lm.preprocessor = preprocessor
-            after = generation.generate(causal_lm, cfg.generate.prompts,
-                                        cfg.generate.max_length, batch_axis_size)
-            _write_samples(run_dir, tracker, cfg.generate.prompts, before, after)
+            after = generation.generate(causal_lm, prompts, cfg.generate.max_length,
+                                        batch_axis_size)
+            if primary:
+                _write_samples(run_dir, tracker, prompts, before, after)
 
             # 4. What the run leaves for later: the adapter (and a merged preset, if asked).
-            summary.update(_results(logger, callbacks[1:], stream, train_seconds, start))
+            evaluators = [stateful["evaluator"]] if "evaluator" in stateful else []
+            summary.update(_results(logger, evaluators, stream, train_seconds, start))
             summary.update(_save_artifacts(cfg, causal_lm, preprocessor, run_dir,
-                                           batch_axis_size))
+                                           batch_axis_size, primary))
             summary["status"] = "finished"
             tracker.summary(summary)
             summary["wandb_dir"] = tracker.wandb_dir
         finally:
             tracker.finish(0 if summary["status"] == "finished" else 1)
-    outputs.write_json(run_dir / "summary.json", summary)
+    if primary:
+        outputs.write_json(run_dir / "summary.json", summary)
     log.info("finished: loss %.4f -> %.4f in %.0fs; outputs in %s", summary["first_loss"],
              summary["final_loss"], summary["wall_time_s"], run_dir)
     return summary
 
 
-def _save_artifacts(cfg, causal_lm, preprocessor, run_dir: Path, batch_axis_size: int) -> dict:
+def _save_artifacts(cfg, causal_lm, preprocessor, run_dir: Path, batch_axis_size: int,
+                    primary: bool) -> dict:
     saved = {}
     if cfg.lora.rank > 0 and cfg.train.save_adapter:
-        probe_prompts = list(cfg.generate.prompts) or ["The"]
-        probe = generation.probe_logits(causal_lm, preprocessor, probe_prompts, batch_axis_size)
+        import jax
+
+        probe = None  # the logits a reload must reproduce; not fetchable across processes
+        if jax.process_count() == 1:
+            probe_prompts = list(cfg.generate.prompts) or ["The"]
+            probe = generation.probe_logits(causal_lm, preprocessor, probe_prompts,
+                                            batch_axis_size)
+        if not primary:
+            return saved
         saved["adapter"] = str(adapters.save(causal_lm, run_dir, probe))
         log.info("adapter saved: %s (reload: python -m runner.generate %s)", saved["adapter"],
                  run_dir)
@@ -255,7 +353,11 @@ def _results(logger, evaluators, stream, train_seconds: float, start: float) -> 
 
 
 def fail(run_dir, error: BaseException) -> None:
-    """Mark a run folder failed (never leave it looking finished or running)."""
+    """Mark a run folder failed (never leave it looking finished or running). Process 0 only:
+    the others of a multi-process program never write the folder."""
+    jax = sys.modules.get("jax")
+    if jax is not None and jax.process_index() != 0:
+        return
     run_dir = Path(run_dir)
     if run_dir.is_dir():
         path = run_dir / "summary.json"

@@ -82,11 +82,20 @@ def test_full_error_shows_the_stack_trace(workdir):
     assert "Traceback" in proc.stderr and "UserError" in proc.stderr
 
 
-def test_a_finished_run_folder_is_never_reused(workdir):
+def test_a_used_run_folder_is_never_overwritten(workdir):
+    """A finished run is left as it is (exit 0, nothing to do); a folder holding another config's
+    run is refused; with train.resume=false any used folder is refused."""
     run_dir = workdir / "run"
     run_dir.mkdir()
     (run_dir / "summary.json").write_text('{"status": "finished"}')
-    proc = run_cli("hydra.run.dir=run", cwd=workdir)
-    assert proc.returncode == 2
-    assert "already holds a run" in proc.stderr
+    done = run_cli("hydra.run.dir=run", cwd=workdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in run_dir.iterdir() if p.name != ".lock") == [
+        ".hydra", "runner.log", "summary.json"]  # Hydra's own files; ours untouched
+    refused = run_cli("hydra.run.dir=run", "train.resume=false", cwd=workdir)
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr
+    (run_dir / "resolved_config.yaml").write_text("name: another\n")
+    other = run_cli("hydra.run.dir=run", cwd=workdir)
+    assert other.returncode == 2 and "holds a run of another config" in other.stderr
     assert json.loads((run_dir / "summary.json").read_text()) == {"status": "finished"}
+    assert (run_dir / "resolved_config.yaml").read_text() == "name: another\n"

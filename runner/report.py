@@ -1,0 +1,152 @@
+"""`python -m runner.report DIR`: one table for a run or a sweep folder, as text, CSV, Markdown
+and a picture.
+
+    python -m runner.report outputs/multirun/default/2026-11-23_15-02-11-123456
+
+One row per job: the values the sweep varied (from each job's .hydra/overrides.yaml), status,
+steps, final and best loss, final eval loss, tokens/s. Writes report.csv, report.md and
+report.png into DIR: loss curves per job, and the final loss against each swept value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import yaml
+
+from runner.errors import UserError
+from runner.sweep import job_summaries
+
+METRIC_COLUMNS = ["status", "steps", "final_loss", "best_loss", "final_eval_loss",
+                  "tokens_per_s", "error"]
+
+
+def _overrides(job_dir: Path) -> dict[str, str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    pairs = (o.split("=", 1) for o in yaml.safe_load(path.read_text()) or [] if "=" in o)
+    return {k.lstrip("+~"): v for k, v in pairs}
+
+
+def collect(folder: Path) -> tuple[list[str], list[dict]]:
+    """(swept keys, one row per job) for a run or sweep folder."""
+    jobs = job_summaries(folder)
+    if not jobs:
+        raise UserError(f"{folder} holds no run (no summary.json below it): give a run or "
+                        "sweep folder under outputs/")
+    overrides = {d: _overrides(d) for d in jobs}
+    keys = sorted({k for o in overrides.values() for k in o})
+    swept = [k for k in keys if len({o.get(k) for o in overrides.values()}) > 1] \
+        if len(jobs) > 1 else keys
+    rows = []
+    for job_dir, summary in jobs.items():
+        rel = job_dir.relative_to(folder).as_posix() if job_dir != folder else "."
+        row = {"job": rel, **{k: overrides[job_dir].get(k, "") for k in swept}}
+        row.update({c: summary.get(c, "") for c in METRIC_COLUMNS})
+        row["status"] = summary.get("status", "unknown")
+        row["_dir"] = job_dir
+        rows.append(row)
+    return swept, rows
+
+
+def _cell(value) -> str:
+    if isinstance(value, str) and len(value) > 80:
+        return value[:77] + "..."
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def write_tables(folder: Path, swept: list[str], rows: list[dict]) -> str:
+    columns = ["job", *swept, *METRIC_COLUMNS]
+    with open(folder / "report.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([[row[c] for c in columns] for row in rows])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    markdown = "\n".join(lines) + "\n"
+    (folder / "report.md").write_text(markdown)
+    return markdown
+
+
+def _as_number(value: str):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def draw(folder: Path, swept: list[str], rows: list[dict]) -> Path:
+    """Loss curves per job, and the final loss against each swept value."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    panels = 1 + len(swept)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {id(row): palette[i % len(palette)] for i, row in enumerate(rows)}  # one per job
+    curves = axes[0][0]
+    for row in rows:
+        records = [json.loads(line) for line in
+                   (row["_dir"] / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+            if (row["_dir"] / "metrics.jsonl").is_file() else []
+        points = [(r["step"], r["loss"]) for r in records if "loss" in r]
+        if points:
+            label = ", ".join(f"{k}={row[k]}" for k in swept) or row["job"]
+            curves.plot(*zip(*points), label=label, color=color[id(row)],
+                        linestyle="-" if row["status"] == "finished" else ":")
+    curves.set(title="training loss", xlabel="step", ylabel="token loss")
+    if len(rows) <= 12:
+        curves.legend(fontsize=7)
+    finished = [r for r in rows if r["status"] == "finished"]
+    for ax, key in zip(axes[0][1:], swept):
+        values = [r[key] for r in finished]
+        numbers = [_as_number(v) for v in values]
+        losses = [float(r["final_loss"]) for r in finished]
+        colors = [color[id(r)] for r in finished]
+        if numbers and all(n is not None for n in numbers):
+            ax.scatter(numbers, losses, c=colors)
+            if min(numbers) > 0 and max(numbers) / min(numbers) >= 10:
+                ax.set_xscale("log")
+        else:
+            labels = sorted(set(values))
+            ax.scatter([labels.index(v) for v in values], losses, c=colors)
+            ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
+        ax.set(title=f"final loss by {key}", xlabel=key, ylabel="final token loss")
+    fig.suptitle(str(folder.resolve()), fontsize=8)
+    fig.tight_layout()
+    path = folder / "report.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.report",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="a run folder or a sweep folder")
+    args = parser.parse_args(argv)
+    try:
+        if not args.folder.is_dir():
+            raise UserError(f"{args.folder} is not a folder: give a run or sweep folder")
+        swept, rows = collect(args.folder)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(write_tables(args.folder, swept, rows), end="")
+    picture = draw(args.folder, swept, rows)
+    print(f"wrote {args.folder / 'report.csv'}, {args.folder / 'report.md'}, {picture}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

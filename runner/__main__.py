@@ -18,7 +18,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner.config import register_configs
-from runner.environment import quiet_library_loggers, set_process_environment
+from runner.environment import (quiet_library_loggers, set_process_environment,
+                                use_compilation_cache)
 from runner.errors import UserError
 
 log = logging.getLogger("runner")
@@ -32,6 +33,7 @@ def main(cfg: DictConfig) -> float:
     evaluates, else the final training loss (nan for a failed job)."""
     set_process_environment(cfg.cpu_devices)
     quiet_library_loggers()
+    use_compilation_cache(cfg.compilation_cache_dir)
     from runner import distributed
 
     try:  # before anything asks JAX for devices

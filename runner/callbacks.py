@@ -19,13 +19,16 @@ class StepLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, tracker, optimizer_cfg, log_every: int, total_steps: int,
-                 start_step: int = 0):
+                 start_step: int = 0, flops_per_step: float = 0.0):
         super().__init__()
         self.tracker, self.optimizer_cfg = tracker, optimizer_cfg
         self.log_every, self.total_steps, self.start_step = log_every, total_steps, start_step
+        self.flops_per_step = flops_per_step
         self.losses: list[float] = []
         self.tokens_per_s: list[float] = []
+        self.step_times: list[float] = []  # steady-state intervals only
         self.tokens = 0.0
+        self.first_step_at = None  # wall clock (time.time()) when the first step ended
 
     def state(self) -> dict:
         return {"losses": self.losses, "tokens_per_s": self.tokens_per_s, "tokens": self.tokens}
@@ -35,27 +38,36 @@ class StepLogger(keras.callbacks.Callback):
         self.tokens = state["tokens"]
 
     def on_train_begin(self, logs=None):
-        self.last_time, self.first_interval = time.perf_counter(), True
+        self.last_time, self.first_interval, self.steps_in_interval = \
+            time.perf_counter(), True, 0
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.start_step + batch + 1
         self.tokens += float(logs["tokens"])
         self.losses.append(float(logs["token_loss"]))
+        self.steps_in_interval += 1
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
         if step % self.log_every and step != self.total_steps:
             return
         now = time.perf_counter()
+        step_time = (now - self.last_time) / self.steps_in_interval
         tps = self.tokens / (now - self.last_time)
+        timing = {"tokens_per_s": tps, "step_time_s": step_time,
+                  "model_flops_per_s": self.flops_per_step / step_time}
         if not self.first_interval:  # the first interval of a process includes compilation
             self.tokens_per_s.append(tps)
+            self.step_times.append(step_time)
         self.first_interval = False
         record = {"loss": logs["token_loss"], "accuracy": logs["accuracy"],
                   "learning_rate": optim.learning_rate_at(self.optimizer_cfg, step - 1,
                                                           self.total_steps),
                   "tokens": self.tokens}
-        self.tracker.log(record, step=step, timing={"tokens_per_s": tps})
-        log.info("step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.0f tok/s", step, self.total_steps,
-                 record["loss"], record["accuracy"], record["learning_rate"], tps)
-        self.last_time, self.tokens = time.perf_counter(), 0.0
+        self.tracker.log(record, step=step, timing=timing)
+        log.info("step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.0f tok/s  %.1f GFLOP/s", step,
+                 self.total_steps, record["loss"], record["accuracy"], record["learning_rate"],
+                 tps, timing["model_flops_per_s"] / 1e9)
+        self.last_time, self.tokens, self.steps_in_interval = time.perf_counter(), 0.0, 0
 
 
 class Evaluator(keras.callbacks.Callback):

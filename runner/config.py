@@ -224,6 +224,7 @@ class Config:
     name: str = "default"
     seed: int = 0
     cpu_devices: int = 8
+    compilation_cache_dir: Optional[str] = None  # JAX's persistent compilation cache (null: off)
 
 
 def register_configs() -> None:

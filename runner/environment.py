@@ -25,3 +25,15 @@ def set_process_environment(cpu_devices: int) -> None:
 def quiet_library_loggers() -> None:
     for noisy in ("jax", "absl", "h5py", "tensorflow"):  # their INFO lines are not the user's
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def use_compilation_cache(cache_dir) -> None:
+    """JAX's persistent compilation cache: compiled steps are reused by later processes (sweep
+    jobs under submitit, reruns, resumed runs). Every compilation is cached, however quick."""
+    if not cache_dir:
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from runner import (adapters, checkpoints, data, generation, layout, mesh, model, optim,
-                    outputs, plan)
+from runner import (adapters, checkpoints, data, flops, generation, layout, mesh, model,
+                    optim, outputs, plan)
 from runner.callbacks import Checkpointer, Evaluator, StepLogger
 from runner.errors import UserError
 from runner.tracking import Tracker, preflight, truncate_after
@@ -252,8 +252,16 @@ def _run(cfg, run_dir: Path, resolved: dict, claim, start: float, run_name, grou
                 prompts = []
             before = generation.generate(causal_lm, prompts, cfg.generate.max_length,
                                          batch_axis_size)
+            # Model FLOPs per step: the achieved FLOP/s is logged live; MFU divides it by this
+            #  machine's peak matmul FLOP/s, measured after training (measuring it first slowed
+            #  the training steps that followed on CPU).
+            tokens_per_step = cfg.train.batch_size * cfg.train.sequence_length
+            flops_per_step = flops.flops_per_token(
+                the_plan.dimensions, the_plan.total_params, the_plan.trainable_params,
+                cfg.train.sequence_length) * tokens_per_step if the_plan.dimensions else 0.0
+            summary.update(tokens_per_step=tokens_per_step, flops_per_step=flops_per_step)
             logger = StepLogger(tracker, cfg.optimizer, cfg.train.log_every, stream.steps,
-                                start_step)
+                                start_step, flops_per_step)
             stateful = {"logger": logger}
             if eval_stream is not None:
                 stateful["evaluator"] = Evaluator(tracker, eval_stream,
@@ -271,6 +279,8 @@ def _run(cfg, run_dir: Path, resolved: dict, claim, start: float, run_name, grou
                           steps_per_epoch=stream.steps - start_step,
                           callbacks=[*stateful.values(), saver], verbose=0, shuffle=False)
             train_seconds = time.time() - train_start
+            if flops_per_step:
+                summary["peak_flops"] = flops.peak_matmul_flops()
             causal_lm.preprocessor = preprocessor
             after = generation.generate(causal_lm, prompts, cfg.generate.max_length,
                                         batch_axis_size)
@@ -279,7 +289,8 @@ def _run(cfg, run_dir: Path, resolved: dict, claim, start: float, run_name, grou
 
             # 4. What the run leaves for later: the adapter (and a merged preset, if asked).
             evaluators = [stateful["evaluator"]] if "evaluator" in stateful else []
-            summary.update(_results(logger, evaluators, stream, train_seconds, start))
+            summary.update(_results(logger, evaluators, stream, train_seconds, start,
+                                    summary.get("peak_flops", 0.0)))
             summary.update(_save_artifacts(cfg, causal_lm, preprocessor, run_dir,
                                            batch_axis_size, primary))
             summary["status"] = "finished"
@@ -335,9 +346,12 @@ def _write_samples(run_dir: Path, tracker: Tracker, prompts, before, after) -> N
         log.info("sample %r\n  before: %r\n  after:  %r", p, b, a)
 
 
-def _results(logger, evaluators, stream, train_seconds: float, start: float) -> dict:
+def _results(logger, evaluators, stream, train_seconds: float, start: float,
+             peak_flops: float) -> dict:
     losses = logger.losses
     tps = logger.tokens_per_s
+    times = logger.step_times
+    steady = sum(times) / len(times) if times else math.nan
     evals = [loss for e in evaluators for _, loss in e.history]
     extra = {"final_eval_loss": evals[-1], "best_eval_loss": min(evals)} if evals else {}
     return {**extra,
@@ -347,6 +361,10 @@ def _results(logger, evaluators, stream, train_seconds: float, start: float) -> 
         "final_loss": losses[-1],
         "best_loss": min(losses),
         "tokens_per_s": sum(tps) / len(tps) if tps else math.nan,
+        "step_time_s": steady,
+        "model_flops_per_s": logger.flops_per_step / steady if times else math.nan,
+        "mfu": logger.flops_per_step / steady / peak_flops if peak_flops and times else math.nan,
+        "first_step_at": logger.first_step_at,
         "train_time_s": train_seconds,
         "wall_time_s": time.time() - start,
     }

@@ -44,7 +44,14 @@ def test_loss_falls_and_is_logged_every_interval(default_run):
     assert all(r["learning_rate"] == pytest.approx(2e-3) for r in rows)
     timing = [json.loads(x) for x in (run_dir / "throughput.jsonl").read_text().splitlines()]
     assert [t["step"] for t in timing] == [r["step"] for r in rows]
-    assert all(t["tokens_per_s"] > 0 for t in timing)
+    assert all(t["tokens_per_s"] > 0 and t["step_time_s"] > 0 and t["model_flops_per_s"] > 0
+               for t in timing)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 < summary["mfu"] < 1 and summary["peak_flops"] > summary["model_flops_per_s"]
+    positions_per_s = summary["tokens_per_step"] / summary["step_time_s"]
+    # tokens/s counts real tokens; a 64-position window holds ~40 of them, the rest is padding
+    assert 0.3 * positions_per_s < summary["tokens_per_s"] < positions_per_s
+    assert summary["first_step_at"] > 0
     # reviews average ~40 real tokens of the 64-token window: padding is not counted
     assert all(0 < r["tokens"] / 5 < 8 * 64 for r in rows)
     first, last = rows[0]["loss"], rows[-1]["loss"]
@@ -110,8 +117,8 @@ def test_overrides_change_the_run_and_secrets_stay_out(workdir):
     a W&B key in the environment appears in no file of the run."""
     secret = "test-secret-0123456789abcdef0123456789abcdef"
     proc = run_cli("optimizer.learning_rate=1e-3", "lora=none", "mesh=1x8", "train.steps=3",
-                   "generate.prompts=[]", "hydra.run.dir=run", cwd=workdir, timeout=600,
-                   env={"WANDB_API_KEY": secret})
+                   "generate.prompts=[]", "hydra.run.dir=run", "compilation_cache_dir=cache",
+                   cwd=workdir, timeout=600, env={"WANDB_API_KEY": secret})
     assert proc.returncode == 0, proc.stderr[-5000:]
     run_dir = workdir / "run"
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -121,6 +128,7 @@ def test_overrides_change_the_run_and_secrets_stay_out(workdir):
     assert rows[-1]["learning_rate"] == pytest.approx(1e-3)
     env = json.loads((run_dir / "env.json").read_text())
     assert env["mesh"] == {"batch": 1, "model": 8}
+    assert any((workdir / "cache").iterdir())  # compilation_cache_dir: compiled steps kept
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path

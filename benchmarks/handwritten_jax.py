@@ -6,36 +6,21 @@ sharded on the mesh's batch axis. Prints one JSON line: step times after warm-up
     python benchmarks/handwritten_jax.py --steps 200
 """
 
-import argparse
 import json
-import os
 import time
-from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-PRESET = Path(__file__).resolve().parent.parent / "runner" / "assets" / "presets" / "tiny_gemma"
+from baseline_common import PRESET, parse_args, set_environment, tiny_reviews_batches
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--length", type=int, default=64)
-    args = parser.parse_args()
-
+    args = parse_args()
+    set_environment()
     import jax
     import jax.numpy as jnp
     import keras
     import keras_hub
     import optax
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
     from jax.sharding import NamedSharding, PartitionSpec
-
-    import runner.datasets.tiny_reviews  # noqa: F401  registers the shipped TFDS builder
 
     keras.utils.set_random_seed(0)
     mesh = keras.distribution.DeviceMesh((2, 4), ["batch", "model"],
@@ -64,11 +49,7 @@ def main():
         return optax.apply_updates(trainable, updates), opt_state, loss
 
     batch_sharding = NamedSharding(mesh.backend_mesh, PartitionSpec("batch"))
-    texts = tfds.load("tiny_reviews", split="train", shuffle_files=False).map(
-        lambda ex: ex["text"])
-    data = (texts.cache().shuffle(1600, seed=0).repeat().batch(args.batch, drop_remainder=True)
-            .map(gemma.preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
-            .take(args.steps).prefetch(tf.data.AUTOTUNE))
+    data = tiny_reviews_batches(gemma.preprocessor, args.batch, args.steps)
 
     ends, start = [], time.perf_counter()
     for x, y, w in data.as_numpy_iterator():

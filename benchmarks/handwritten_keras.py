@@ -6,33 +6,17 @@ batch 8 x 64 tokens. Prints one JSON line: step times after warm-up.
     python benchmarks/handwritten_keras.py --steps 200
 """
 
-import argparse
 import json
-import os
 import time
-from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-ROOT = Path(__file__).resolve().parent.parent
-PRESET = ROOT / "runner" / "assets" / "presets" / "tiny_gemma"
+from baseline_common import PRESET, parse_args, set_environment, tiny_reviews_batches
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--length", type=int, default=64)
-    args = parser.parse_args()
-
+    args = parse_args()
+    set_environment()
     import keras
     import keras_hub
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    import runner.datasets.tiny_reviews  # noqa: F401  registers the shipped TFDS builder
 
     keras.utils.set_random_seed(0)
     devices = keras.distribution.list_devices()
@@ -45,11 +29,7 @@ def main():
     gemma.backbone.enable_lora(rank=4)
     gemma.preprocessor.sequence_length = args.length
 
-    texts = tfds.load("tiny_reviews", split="train", shuffle_files=False).map(
-        lambda ex: ex["text"])
-    data = (texts.cache().shuffle(1600, seed=0).repeat().batch(args.batch, drop_remainder=True)
-            .map(gemma.preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
-            .take(args.steps).prefetch(tf.data.AUTOTUNE))
+    data = tiny_reviews_batches(gemma.preprocessor, args.batch, args.steps)
 
     optimizer = keras.optimizers.AdamW(learning_rate=2e-3, weight_decay=0.01)
     optimizer.exclude_from_weight_decay(var_names=["bias", "scale"])

@@ -47,3 +47,27 @@ def run_cli(*args: str, cwd: Path, module: str = "runner", timeout: int = 300,
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path
+
+
+def compiled_gradient_step(cfg, batch: int, length: int):
+    """XLA's compiled gradient step (w.r.t. the trainable weights) of the model `cfg` builds,
+    on one device: what its memory_analysis() and cost_analysis() describe."""
+    import jax
+    import jax.numpy as jnp
+    import keras
+
+    from runner import model
+
+    keras.backend.clear_session()
+    causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
+    trainable = [v.value for v in causal_lm.backbone.trainable_variables]
+    frozen = [v.value for v in causal_lm.backbone.non_trainable_variables]
+    x = {"token_ids": jnp.zeros((batch, length), "int32"),
+         "padding_mask": jnp.ones((batch, length), "int32")}
+
+    def loss(trainable, frozen):
+        logits, _ = causal_lm.stateless_call(trainable, frozen, x, training=True)
+        return keras.losses.sparse_categorical_crossentropy(
+            jnp.zeros((batch, length), "int32"), logits, from_logits=True).mean()
+
+    return jax.jit(jax.grad(loss)).lower(trainable, frozen).compile()

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import compose, run_cli
+from conftest import compiled_gradient_step, compose, run_cli
 
 # gemma2_27b_en's parameter count (keras-hub preset metadata).
 GEMMA2_27B_PARAMS = 27_227_128_320
@@ -140,29 +140,13 @@ def test_memory_scales_with_batch_and_splits_over_the_mesh():
 def test_activation_estimate_tracks_what_xla_allocates(batch, length):
     """The estimate against XLA's own temp-buffer size for the compiled gradient step of the tiny
     model on one device (CPU): the formula must stay within a factor of 1.5 either way."""
-    import jax
-    import jax.numpy as jnp
-    import keras
-
-    from runner import model, train
+    from runner import train
 
     cfg = compose("mesh.shape=[1,1]", f"train.batch_size={batch}",
                   f"train.sequence_length={length}")
     the_plan, _ = train.make_plan(cfg, 1)
     estimate = train.memory_per_device(cfg, the_plan).activations
-    keras.backend.clear_session()
-    causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
-    trainable = [v.value for v in causal_lm.backbone.trainable_variables]
-    frozen = [v.value for v in causal_lm.backbone.non_trainable_variables]
-    x = {"token_ids": jnp.zeros((batch, length), "int32"),
-         "padding_mask": jnp.ones((batch, length), "int32")}
-
-    def loss(trainable, frozen):
-        logits, _ = causal_lm.stateless_call(trainable, frozen, x, training=True)
-        return keras.losses.sparse_categorical_crossentropy(
-            jnp.zeros((batch, length), "int32"), logits, from_logits=True).mean()
-
-    compiled = jax.jit(jax.grad(loss)).lower(trainable, frozen).compile()
+    compiled = compiled_gradient_step(cfg, batch, length)
     xla = compiled.memory_analysis().temp_size_in_bytes
     assert 1 / 1.5 < estimate / xla < 1.5, (estimate, xla)
     assert math.isfinite(estimate)

@@ -1,18 +1,25 @@
 """The runner against hand-written code, and against the hardware: one command, one table.
 
-    python benchmarks/run.py                 # prints the table, writes benchmarks/RESULTS.md
-    python benchmarks/run.py --steps 400     # longer steady state
+    python benchmarks/run.py                       # prints the table, writes benchmarks/RESULTS.md
+    python benchmarks/run.py --rounds 9 --steps 200  # tighter figures, longer
 
 Everything runs side by side in this one invocation, on this machine, one process at a time:
 - training speed of `python -m runner` (the default experiment) against the same training
   written by hand in Keras (benchmarks/handwritten_keras.py) and as a pure JAX + optax step
-  (benchmarks/handwritten_jax.py): mean step time over the steps after warm-up, tokens/s, the
-  ratio to the runner, and model FLOPs utilisation against the peak matmul FLOP/s measured here;
-- cold start: seconds from the command to the first training step, and for the config-only
-  commands (`--cfg job`, `--help`) and `runner.plan`;
+  (benchmarks/handwritten_jax.py), in `--rounds` rounds whose order rotates. A run's step time
+  is the median of its 10-step intervals after warm-up; a program's figure is the median over
+  the rounds; a ratio is the median of the rounds' ratios (each round's runs are minutes apart,
+  so a slow spell of a shared machine hits both sides of a ratio alike). With tokens/s and
+  model FLOPs utilisation against the peak matmul FLOP/s measured here;
+- the compiled train step of each (XLA's optimised HLO, dumped from a short run of each):
+  instructions, collectives, cross-entropy passes, buffer bytes, and how many times it compiled.
+  It does not depend on the machine's noise: it says whether the runner asks the devices to do
+  more than hand-written code does;
+- the default run exactly as README line one starts it (`python -m runner`): wall time,
+  seconds from the command to the first training step, peak resident memory;
+- cold start of the config-only commands (`--cfg job`, `--help`) and `runner.plan`;
 - an in-process sweep: wall time per job, with and without JAX's persistent compilation cache;
-- the input pipeline: examples/s tf.data delivers alone, against what training consumes;
-- peak resident memory of the default run.
+- the input pipeline: examples/s tf.data delivers alone, against what training consumes.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,22 +38,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 20  # steps left out of steady state (compilation, caches)
-LOG_EVERY = 10  # the runner logs (and so syncs with the device) every step regardless
+LOG_EVERY = 10  # the runner's logging interval, and the interval all three are timed over
+# The three programs' flags for a run without samples, adapter or W&B (only the training loop).
+RUNNER_TRAINING_ONLY = ["generate.prompts=[]", "train.save_adapter=false",
+                        "tracking.mode=disabled"]
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
 
-def _env() -> dict:
+def _env(xla_flags: str = "") -> dict:
     env = dict(os.environ)
+    if xla_flags:  # the device count too: the baselines only set XLA_FLAGS when it is unset
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count=8 {xla_flags}"
     env.pop("HYDRA_FULL_ERROR", None)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 
 
-def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float, str, float]:
+def run_measured(cmd: list[str], cwd: Path, xla_flags: str = "") -> tuple[float, float, str, float]:
     """(wall s, peak RSS GB, stdout, start time) with the child's own peak RSS (os.wait4)."""
     out_file = tempfile.TemporaryFile(mode="w+")
     start_wall = time.time()
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=out_file,
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(xla_flags), stdout=out_file,
                             stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -54,32 +69,83 @@ def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float, str, float]:
     return wall, usage.ru_maxrss / 2**20, out_file.read(), start_wall
 
 
-def steady(ends: list[float], steps: int) -> float:
-    """Mean seconds per step after the warm-up steps."""
-    return (ends[steps - 1] - ends[WARMUP - 1]) / (steps - WARMUP)
+def intervals(ends: list[float], steps: int) -> list[float]:
+    """Mean step time of each LOG_EVERY-step interval after the warm-up, from the wall-clock
+    end of every step (the intervals the runner logs in throughput.jsonl)."""
+    return [(ends[i + LOG_EVERY - 1] - ends[i - 1]) / LOG_EVERY
+            for i in range(WARMUP, steps - LOG_EVERY + 1, LOG_EVERY)]
 
 
-def runner_training(work: Path, steps: int) -> dict:
+def runner_training(work: Path, steps: int) -> list[float]:
     run_dir = work / "runner"
-    wall, peak, _, started = run_measured(
-        [sys.executable, "-m", "runner", f"train.steps={steps}", f"train.log_every={LOG_EVERY}",
-         "generate.prompts=[]", "train.save_adapter=false", "tracking.mode=disabled",
-         f"hydra.run.dir={run_dir}"], work)
+    run_measured([sys.executable, "-m", "runner", f"train.steps={steps}",
+                  f"train.log_every={LOG_EVERY}", *RUNNER_TRAINING_ONLY,
+                  f"hydra.run.dir={run_dir}"], work)
     timing = [json.loads(x) for x in (run_dir / "throughput.jsonl").read_text().splitlines()]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    steady_rows = [t for t in timing if t["step"] - LOG_EVERY >= WARMUP]
-    step_time = sum(t["step_time_s"] for t in steady_rows) / len(steady_rows)
-    return {"step_s": step_time, "wall_s": wall, "peak_rss_gb": peak,
-            "first_step_s": summary["first_step_at"] - started,
-            "flops_per_step": summary["flops_per_step"], "peak_flops": summary["peak_flops"],
-            "tokens_per_step": summary["tokens_per_step"]}
+    return [t["step_time_s"] for t in timing if t["step"] - LOG_EVERY >= WARMUP]
 
 
-def handwritten(script: str, work: Path, steps: int) -> dict:
+def handwritten(script: str, work: Path, steps: int) -> list[float]:
     _, _, out, _ = run_measured([sys.executable, str(ROOT / "benchmarks" / script),
                                  "--steps", str(steps)], work)
-    result = json.loads(out.strip().splitlines()[-1])
-    return {"step_s": steady(result["step_ends"], steps)}
+    return intervals(json.loads(out.strip().splitlines()[-1])["step_ends"], steps)
+
+
+PROGRAMS = {  # name in the table -> how to train it for N steps -> its step-time intervals
+    "runner (`python -m runner`)": runner_training,
+    "hand-written Keras": lambda work, steps: handwritten("handwritten_keras.py", work, steps),
+    "hand-written JAX + optax": lambda work, steps: handwritten("handwritten_jax.py", work, steps),
+}
+
+
+def training_rounds(work: Path, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Each program's step time (median of its intervals) in every round; the order rotates
+    from round to round so that no program always runs first or last."""
+    names = list(PROGRAMS)
+    results = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            results[name].append(statistics.median(PROGRAMS[name](work, steps)))
+            print(f"round {r + 1}/{rounds}: {name} {1000 * results[name][-1]:.1f} ms/step",
+                  file=sys.stderr, flush=True)
+    return results
+
+
+def compiled_step(work: Path, name: str) -> dict:
+    """XLA's optimised HLO of the program's train step (a 3-step run with the module dumped)."""
+    dump = work / f"hlo-{len(list(work.glob('hlo-*')))}"
+    flags = f"--xla_dump_to={dump} --xla_dump_hlo_module_re=.*train_step.*"
+    if name.startswith("runner"):
+        run_measured([sys.executable, "-m", "runner", "train.steps=3", *RUNNER_TRAINING_ONLY,
+                      f"hydra.run.dir={dump}-run"], work, flags)
+    else:
+        script = "handwritten_keras.py" if "Keras" in name else "handwritten_jax.py"
+        run_measured([sys.executable, str(ROOT / "benchmarks" / script), "--steps", "3"],
+                     work, flags)
+    modules = sorted(dump.glob("*train_step*_after_optimizations.txt"))
+    if not modules:
+        raise RuntimeError(f"no train step HLO was dumped for {name} in {dump}")
+    hlo = modules[-1].read_text()
+    ops = re.findall(r"^\s*(?:ROOT )?%\S+ = .*? ([a-z][a-z0-9-]*)\(", hlo, re.MULTILINE)
+    report = Path(str(modules[-1]).replace(".txt", "-memory-usage-report.txt"))
+    total = re.search(r"Total bytes: (\d+)", report.read_text()) if report.exists() else None
+    return {"instructions": len(ops),
+            "collectives": sum(op.removesuffix("-start") in COLLECTIVES for op in ops),
+            "cross_entropy": ops.count("log"),  # one log per log-softmax over the vocabulary
+            "buffer_bytes": int(total.group(1)) if total else 0,
+            "compilations": len(modules)}
+
+
+def default_run(work: Path) -> dict:
+    """README line one's command, unchanged, in an empty folder."""
+    folder = work / "default"
+    folder.mkdir()
+    wall, peak, _, started = run_measured([sys.executable, "-m", "runner"], folder)
+    summary = json.loads(next(folder.glob("outputs/*/*/summary.json")).read_text())
+    return {"wall_s": wall, "peak_rss_gb": peak, "first_step_s": summary["first_step_at"] - started,
+            "steps": summary["steps"], "first_loss": summary["first_loss"],
+            "final_loss": summary["final_loss"], "flops_per_step": summary["flops_per_step"],
+            "peak_flops": summary["peak_flops"], "tokens_per_step": summary["tokens_per_step"]}
 
 
 def cold_starts(work: Path) -> dict:
@@ -97,8 +163,7 @@ def sweep(work: Path, jobs: int, cache_dir: str | None) -> list[float]:
     ranks = ",".join(str(r) for r in range(2, 2 + jobs))
     extra = [f"compilation_cache_dir={cache_dir}"] if cache_dir else []
     run_measured([sys.executable, "-m", "runner", "-m", f"lora.rank={ranks}", "train.steps=20",
-                  "generate.prompts=[]", "train.save_adapter=false", "tracking.mode=disabled",
-                  *extra, f"hydra.sweep.dir={folder}"], work)
+                  *RUNNER_TRAINING_ONLY, *extra, f"hydra.sweep.dir={folder}"], work)
     return [json.loads((folder / str(i) / "summary.json").read_text())["wall_time_s"]
             for i in range(jobs)]
 
@@ -126,19 +191,26 @@ print(json.dumps({{"examples_per_s": n / (time.perf_counter() - start)}}))
     return json.loads(out.strip().splitlines()[-1])["examples_per_s"]
 
 
+def _ratios(results: dict, base: str, other: str) -> list[float]:
+    return [a / b for a, b in zip(results[base], results[other])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=120, help="training steps per timed run")
+    parser.add_argument("--rounds", type=int, default=5, help="timed runs of each program")
+    parser.add_argument("--jobs", type=int, default=4, help="jobs of the timed sweep")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
+    if args.steps < WARMUP + 2 * LOG_EVERY:
+        parser.error(f"--steps must be at least {WARMUP + 2 * LOG_EVERY}")
     work = Path(tempfile.mkdtemp(prefix="runner-bench-"))
     os.environ.setdefault("TFDS_DATA_DIR", str(work / "tfds"))
     os.environ.setdefault("KERAS_HOME", str(work / "keras"))
 
-    runner = runner_training(work, args.steps)
-    keras = handwritten("handwritten_keras.py", work, args.steps)
-    jax_ = handwritten("handwritten_jax.py", work, args.steps)
+    default = default_run(work)
+    rounds = training_rounds(work, args.steps, args.rounds)
+    compiled = {name: compiled_step(work, name) for name in PROGRAMS}
     starts = cold_starts(work)
     no_cache = sweep(work, args.jobs, None)
     cache = str(work / "jax-cache")
@@ -146,21 +218,36 @@ def main() -> None:
     with_cache = sweep(work, args.jobs, cache)
     examples_per_s = pipeline(work, args.steps)
 
-    tokens = runner["tokens_per_step"]
-    peak = runner["peak_flops"]
-
-    def mfu(step_s):
-        return runner["flops_per_step"] / step_s / peak
-
+    runner = next(iter(PROGRAMS))
+    step_s = {name: statistics.median(times) for name, times in rounds.items()}
+    tokens, peak, flops = default["tokens_per_step"], default["peak_flops"], default["flops_per_step"]
     rows = ["| measure | value | |", "|---|---:|---|"]
-    for name, result in (("runner (`python -m runner`)", runner),
-                         ("hand-written Keras", keras), ("hand-written JAX + optax", jax_)):
-        rows.append(f"| {name}: step time | {1000 * result['step_s']:.1f} ms | "
-                    f"{tokens / result['step_s']:,.0f} tokens/s, MFU {100 * mfu(result['step_s']):.1f}%, "
-                    f"runner / this = {runner['step_s'] / result['step_s']:.3f} |")
+    for name, times in rounds.items():
+        note = (f"{tokens / step_s[name]:,.0f} tokens/s, MFU {100 * flops / step_s[name] / peak:.1f}%; "
+                f"rounds: {', '.join(f'{1000 * t:.0f}' for t in times)} ms")
+        if name != runner:
+            ratios = _ratios(rounds, runner, name)
+            note += (f"; **runner / this = {statistics.median(ratios):.2f}** (rounds "
+                     f"{min(ratios):.2f} to {max(ratios):.2f})")
+        rows.append(f"| {name}: step time | {1000 * step_s[name]:.1f} ms | {note} |")
+    base = compiled[runner]
+    for name, c in compiled.items():
+        note = ""
+        if name != runner:
+            note = (f"runner adds {base['instructions'] - c['instructions']:+d} instructions, "
+                    f"{base['collectives'] - c['collectives']:+d} collectives, "
+                    f"{base['cross_entropy'] - c['cross_entropy']:+d} cross-entropy")
+        rows.append(f"| compiled train step: {name.split(' (')[0]} | "
+                    f"{c['instructions']:,} HLO instructions | {c['collectives']} collectives, "
+                    f"{c['cross_entropy']} cross-entropy pass(es), "
+                    f"{c['buffer_bytes'] / 2**20:.2f} MiB buffers, compiled "
+                    f"{c['compilations']}x{'; ' + note if note else ''} |")
     rows.append(f"| peak matmul (measured, all devices) | {peak / 1e9:.1f} GFLOP/s | "
-                f"model FLOPs/step {runner['flops_per_step'] / 1e9:.2f} G |")
-    rows.append(f"| cold start: command to first training step | {runner['first_step_s']:.1f} s | "
+                f"model FLOPs/step {flops / 1e9:.2f} G |")
+    rows.append(f"| default run, `python -m runner` as README line one | {default['wall_s']:.1f} s | "
+                f"{default['steps']} steps, token loss {default['first_loss']:.2f} -> "
+                f"{default['final_loss']:.2f}, samples, adapter, W&B offline run |")
+    rows.append(f"| cold start: command to first training step | {default['first_step_s']:.1f} s | "
                 "imports, config, plan, build, data, compile |")
     for name, seconds in starts.items():
         rows.append(f"| cold start: {name} | {seconds:.1f} s | |")
@@ -168,17 +255,19 @@ def main() -> None:
                 f"{sum(no_cache):.1f} s | per job: {', '.join(f'{s:.1f}' for s in no_cache)} s |")
     rows.append(f"| same, persistent compilation cache warm | {sum(with_cache):.1f} s | "
                 f"per job: {', '.join(f'{s:.1f}' for s in with_cache)} s |")
-    consumed = 8 / runner["step_s"]
+    consumed = 8 / step_s[runner]
     rows.append(f"| input pipeline alone | {examples_per_s:,.0f} examples/s | training consumes "
                 f"{consumed:,.0f}/s: {examples_per_s / consumed:.0f}x headroom |")
-    rows.append(f"| peak RSS of the default run ({args.steps} steps) | "
-                f"{runner['peak_rss_gb']:.2f} GB | |")
+    rows.append(f"| peak RSS of the default run | {default['peak_rss_gb']:.2f} GB | |")
     machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, Python "
                f"{platform.python_version()}, 8 virtual CPU devices (mesh 2 x 4)")
-    table = "\n".join(rows)
+    command = "python benchmarks/run.py" + "".join(
+        f" --{k} {v}" for k, v in (("rounds", args.rounds), ("steps", args.steps), ("jobs", args.jobs))
+        if v != parser.get_default(k))
     text = (f"Measured {time.strftime('%Y-%m-%d')} on {machine}; default experiment (tiny Gemma, "
-            f"LoRA rank 4, batch 8 x 64), {args.steps} steps, steady state after step {WARMUP}.\n"
-            f"Command: `python benchmarks/run.py --steps {args.steps}`\n\n{table}\n")
+            f"LoRA rank 4, batch 8 x 64); {args.rounds} rounds of {args.steps} steps per program, "
+            f"steady state after step {WARMUP}.\nCommand: `{command}`\n\n"
+            + "\n".join(rows) + "\n")
     print(text)
     args.out.write_text(text)
 

@@ -8,6 +8,7 @@ import time
 import keras
 
 from runner import checkpoints, optim
+from runner.metrics import flat
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ class Evaluator(keras.callbacks.Callback):
             return
         paused = time.perf_counter()
         # `self.model` syncs the JAX training state into the variables before evaluating.
-        result = self.model.evaluate(self.stream.dataset, steps=self.stream.steps, verbose=0,
-                                     return_dict=True)
+        result = flat(self.model.evaluate(self.stream.dataset, steps=self.stream.steps,
+                                          verbose=0, return_dict=True))
         record = {"eval_loss": float(result["mean_token_loss"]),
                   "eval_accuracy": float(result["accuracy"])}
         self.history.append((step, record["eval_loss"]))

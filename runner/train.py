@@ -102,15 +102,14 @@ def distribution_for(cfg, rules, devices):
 def compile_for_training(causal_lm, optimizer, generate_cfg, seed: int) -> None:
     import keras
 
-    from runner.metrics import MeanTokenLoss, StepTokenLoss, StepTokens
+    from runner.metrics import TokenMetrics
 
     causal_lm.compile(
         optimizer=optimizer,
         # Averaged over real tokens only: padding and prompt tokens have sample weight 0.
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction="mean_with_sample_weight"),
-        weighted_metrics=[StepTokenLoss(), StepTokens(), MeanTokenLoss(),
-                          keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        weighted_metrics=[TokenMetrics(), keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         sampler=generation.build_sampler(generate_cfg, seed),
     )
 

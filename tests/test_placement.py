@@ -83,11 +83,10 @@ def test_every_layout_rule_matches_the_models_it_is_used_with(name, model):
     assert "token_embedding/embeddings" in split or model.startswith("llama3")
 
 
-def test_step_token_loss_ignores_padding():
+def test_token_metrics_ignore_padding():
     import numpy as np
-    from keras import ops
 
-    from runner.metrics import StepTokenLoss, StepTokens
+    from runner.metrics import TokenMetrics, flat
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 5, 7)).astype("float32")
@@ -95,15 +94,19 @@ def test_step_token_loss_ignores_padding():
     mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]], dtype="float32")
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     nll = -np.take_along_axis(logp, labels[..., None], -1)[..., 0]
-    expected = (nll * mask).sum() / mask.sum()
-    metric, tokens = StepTokenLoss(), StepTokens()
+    masked = (nll * mask).sum() / mask.sum()
+    metric = TokenMetrics()
     metric.update_state(labels, logits, mask)
-    tokens.update_state(labels, logits, mask)
-    assert float(metric.result()) == pytest.approx(expected, rel=1e-5)
-    assert float(tokens.result()) == 7
-    metric.update_state(labels, logits, np.ones_like(mask))  # holds the latest step only
-    assert float(metric.result()) == pytest.approx(nll.mean(), rel=1e-5)
-    assert float(ops.convert_to_tensor(metric.count)) == 10
+    first = {k: float(v) for k, v in flat({"m": metric.result()}).items()}
+    assert first["token_loss"] == pytest.approx(masked, rel=1e-5)
+    assert first["tokens"] == 7
+    metric.update_state(labels, logits, np.ones_like(mask))  # token_loss/tokens: latest step only
+    second = {k: float(v) for k, v in metric.result().items()}
+    assert second["token_loss"] == pytest.approx(nll.mean(), rel=1e-5)
+    assert second["tokens"] == 10
+    # ...mean_token_loss: every token since the reset, each weighted once (7 + 10 tokens)
+    assert second["mean_token_loss"] == pytest.approx(
+        ((nll * mask).sum() + nll.sum()) / 17, rel=1e-5)
 
 
 def test_precision_sets_weight_dtypes_and_bytes():

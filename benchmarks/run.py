@@ -77,7 +77,8 @@ def intervals(ends: list[float], steps: int) -> list[float]:
 
 
 def runner_training(work: Path, steps: int) -> list[float]:
-    run_dir = work / "runner"
+    # A fresh folder each time: one that holds a finished run of the same config is left alone.
+    run_dir = work / f"runner-{len(list(work.glob('runner-*')))}"
     run_measured([sys.executable, "-m", "runner", f"train.steps={steps}",
                   f"train.log_every={LOG_EVERY}", *RUNNER_TRAINING_ONLY,
                   f"hydra.run.dir={run_dir}"], work)

@@ -39,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 20  # steps left out of steady state (compilation, caches)
 LOG_EVERY = 10  # the runner's logging interval, and the interval all three are timed over
-# The three programs' flags for a run without samples, adapter or W&B (only the training loop).
+# The runner's flags for the training loop alone (no samples, adapter or W&B), as the
+# hand-written scripts do.
 RUNNER_TRAINING_ONLY = ["generate.prompts=[]", "train.save_adapter=false",
                         "tracking.mode=disabled"]
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
@@ -76,27 +77,36 @@ def intervals(ends: list[float], steps: int) -> list[float]:
             for i in range(WARMUP, steps - LOG_EVERY + 1, LOG_EVERY)]
 
 
-def runner_training(work: Path, steps: int) -> list[float]:
-    # A fresh folder each time: one that holds a finished run of the same config is left alone.
-    run_dir = work / f"runner-{len(list(work.glob('runner-*')))}"
-    run_measured([sys.executable, "-m", "runner", f"train.steps={steps}",
-                  f"train.log_every={LOG_EVERY}", *RUNNER_TRAINING_ONLY,
-                  f"hydra.run.dir={run_dir}"], work)
-    timing = [json.loads(x) for x in (run_dir / "throughput.jsonl").read_text().splitlines()]
-    return [t["step_time_s"] for t in timing if t["step"] - LOG_EVERY >= WARMUP]
+def _fresh(work: Path, prefix: str) -> Path:
+    """A new path under work: a run folder holding a finished run of the same config is left
+    alone by the runner, and a dump folder must hold one run's modules only."""
+    return work / f"{prefix}-{len(list(work.glob(f'{prefix}-*')))}"
 
 
-def handwritten(script: str, work: Path, steps: int) -> list[float]:
-    _, _, out, _ = run_measured([sys.executable, str(ROOT / "benchmarks" / script),
-                                 "--steps", str(steps)], work)
-    return intervals(json.loads(out.strip().splitlines()[-1])["step_ends"], steps)
+def _script(name: str):
+    return lambda steps, run_dir: [sys.executable, str(ROOT / "benchmarks" / name),
+                                   "--steps", str(steps)]
 
 
-PROGRAMS = {  # name in the table -> how to train it for N steps -> its step-time intervals
-    "runner (`python -m runner`)": runner_training,
-    "hand-written Keras": lambda work, steps: handwritten("handwritten_keras.py", work, steps),
-    "hand-written JAX + optax": lambda work, steps: handwritten("handwritten_jax.py", work, steps),
+PROGRAMS = {  # name in the table -> its command for N steps into a run folder
+    "runner (`python -m runner`)": lambda steps, run_dir: [
+        sys.executable, "-m", "runner", f"train.steps={steps}", f"train.log_every={LOG_EVERY}",
+        *RUNNER_TRAINING_ONLY, f"hydra.run.dir={run_dir}"],
+    "hand-written Keras": _script("handwritten_keras.py"),
+    "hand-written JAX + optax": _script("handwritten_jax.py"),
 }
+
+
+def timed_intervals(work: Path, name: str, steps: int) -> list[float]:
+    """The program's step-time intervals after warm-up: the runner logs them in
+    throughput.jsonl; the hand-written scripts print every step's end."""
+    run_dir = _fresh(work, "run")
+    _, _, out, _ = run_measured(PROGRAMS[name](steps, run_dir), work)
+    throughput = run_dir / "throughput.jsonl"
+    if throughput.exists():
+        timing = [json.loads(x) for x in throughput.read_text().splitlines()]
+        return [t["step_time_s"] for t in timing if t["step"] - LOG_EVERY >= WARMUP]
+    return intervals(json.loads(out.strip().splitlines()[-1])["step_ends"], steps)
 
 
 def training_rounds(work: Path, steps: int, rounds: int) -> dict[str, list[float]]:
@@ -106,7 +116,7 @@ def training_rounds(work: Path, steps: int, rounds: int) -> dict[str, list[float
     results = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            results[name].append(statistics.median(PROGRAMS[name](work, steps)))
+            results[name].append(statistics.median(timed_intervals(work, name, steps)))
             print(f"round {r + 1}/{rounds}: {name} {1000 * results[name][-1]:.1f} ms/step",
                   file=sys.stderr, flush=True)
     return results
@@ -114,15 +124,9 @@ def training_rounds(work: Path, steps: int, rounds: int) -> dict[str, list[float
 
 def compiled_step(work: Path, name: str) -> dict:
     """XLA's optimised HLO of the program's train step (a 3-step run with the module dumped)."""
-    dump = work / f"hlo-{len(list(work.glob('hlo-*')))}"
-    flags = f"--xla_dump_to={dump} --xla_dump_hlo_module_re=.*train_step.*"
-    if name.startswith("runner"):
-        run_measured([sys.executable, "-m", "runner", "train.steps=3", *RUNNER_TRAINING_ONLY,
-                      f"hydra.run.dir={dump}-run"], work, flags)
-    else:
-        script = "handwritten_keras.py" if "Keras" in name else "handwritten_jax.py"
-        run_measured([sys.executable, str(ROOT / "benchmarks" / script), "--steps", "3"],
-                     work, flags)
+    dump = _fresh(work, "hlo")
+    run_measured(PROGRAMS[name](3, _fresh(work, "run")), work,
+                 f"--xla_dump_to={dump} --xla_dump_hlo_module_re=.*train_step.*")
     modules = sorted(dump.glob("*train_step*_after_optimizations.txt"))
     if not modules:
         raise RuntimeError(f"no train step HLO was dumped for {name} in {dump}")
@@ -192,10 +196,6 @@ print(json.dumps({{"examples_per_s": n / (time.perf_counter() - start)}}))
     return json.loads(out.strip().splitlines()[-1])["examples_per_s"]
 
 
-def _ratios(results: dict, base: str, other: str) -> list[float]:
-    return [a / b for a, b in zip(results[base], results[other])]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=120, help="training steps per timed run")
@@ -227,7 +227,7 @@ def main() -> None:
         note = (f"{tokens / step_s[name]:,.0f} tokens/s, MFU {100 * flops / step_s[name] / peak:.1f}%; "
                 f"rounds: {', '.join(f'{1000 * t:.0f}' for t in times)} ms")
         if name != runner:
-            ratios = _ratios(rounds, runner, name)
+            ratios = [a / b for a, b in zip(rounds[runner], rounds[name])]
             note += (f"; **runner / this = {statistics.median(ratios):.2f}** (rounds "
                      f"{min(ratios):.2f} to {max(ratios):.2f})")
         rows.append(f"| {name}: step time | {1000 * step_s[name]:.1f} ms | {note} |")

@@ -1,15 +1,14 @@
 """`python -m runner [overrides]`: train one experiment; `-m` runs a sweep.
 
-The only module that reads Hydra's runtime state or sets process-wide environment, and it does
-both before jax, keras or tensorflow is imported (they read it once, at import).
+A thin wrapper, so that train.run(cfg, run_dir) stays testable without the CLI: it reads Hydra's
+runtime state (the run folder, sweep or not), starts the process (runner.startup) and turns the
+outcome into an exit code or, in a sweep, the job's objective.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -17,68 +16,61 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.config import register_configs
-from runner.environment import (quiet_library_loggers, set_process_environment,
-                                use_compilation_cache)
+from runner import startup
 from runner.errors import UserError
+from runner.rundir import RunDir, RunDirTaken
 
 log = logging.getLogger("runner")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def wandb_names(cfg, hydra_cfg) -> dict:
+    """In a sweep, W&B groups the jobs (one group per sweep) and names each by its overrides."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return {}
+    return {"group": f"{cfg.name}-{Path(hydra_cfg.sweep.dir).name}",
+            "run_name": hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"}
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Train one job. In a sweep (-m), a failing job is recorded (its summary.json says failed
     and why) and the sweep goes on; runner.sweep.SweepSummary lists the failures at the end.
     Returns the job's objective for sweepers such as Optuna: the final eval loss if the run
     evaluates, else the final training loss (nan for a failed job)."""
-    set_process_environment(cfg.cpu_devices)
-    quiet_library_loggers()
-    use_compilation_cache(cfg.compilation_cache_dir)
-    from runner import distributed
-
-    try:  # before anything asks JAX for devices
-        distributed.initialize(cfg.distributed)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     hydra_cfg = HydraConfig.get()
-    run_dir = hydra_cfg.runtime.output_dir
+    folder = RunDir(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    import tensorflow_datasets as tfds
+    from runner import distributed
+    from runner.config import validate
 
-    tfds.display_progress_bar(False)
-    from runner import train
-    from runner.outputs import RunDirTaken
-
-    run_name = group = None
-    if in_sweep:  # W&B: one group per sweep, each run named by what it overrides
-        group = f"{cfg.name}-{Path(hydra_cfg.sweep.dir).name}"
-        run_name = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
     try:
-        summary = train.run(cfg, run_dir, run_name=run_name, group=group)
+        validate(cfg)
+        startup.start(cfg)
+        from runner import train
+
+        summary = train.run(cfg, folder.path, **wandb_names(cfg, hydra_cfg))
     except UserError as exc:
         if not isinstance(exc, RunDirTaken):
-            train.fail(run_dir, exc)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            folder.fail(exc)
+        if startup.full_error_wanted():
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        startup.report(exc)
         if in_sweep:
             return math.nan
-        sys.exit(2)
+        raise SystemExit(2) from None
     except Exception as exc:
-        train.fail(run_dir, exc)
+        folder.fail(exc)
         if distributed.peer_stopped(exc):
             distributed.exit_after_peer_stopped(exc)
         if not in_sweep:
             raise
-        log.exception("job %s failed; the sweep goes on", run_dir)
+        log.exception("job %s failed; the sweep goes on", folder.path)
         return math.nan
     except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop everything
-        train.fail(run_dir, exc)
+        folder.fail(exc)
         raise
     return summary.get("final_eval_loss", summary.get("final_loss", math.nan))
 
 
 if __name__ == "__main__":
-    register_configs()
-    main()
+    startup.hydra_cli(main)

@@ -8,37 +8,33 @@ from pathlib import Path
 import numpy as np
 
 from runner.errors import UserError
-
-ADAPTER_FILE = "adapter.lora.h5"  # keras-hub's LoRA weight file (the name must end .lora.h5)
-PROBE_FILE = "adapter_probe.npz"
-MERGED_DIR = "merged_preset"
+from runner.rundir import ADAPTER, PROBE, RunDir
 
 
-def save(causal_lm, run_dir: Path, probe) -> Path:
+def save(causal_lm, folder: RunDir, probe) -> Path:
     """keras-hub's LoRA file, plus the probe (token ids, logits) a reload must reproduce."""
-    path = Path(run_dir) / ADAPTER_FILE
-    causal_lm.backbone.save_lora_weights(str(path))
+    causal_lm.backbone.save_lora_weights(str(folder / ADAPTER))
     if probe is not None:  # None in multi-process runs (logits span processes)
         token_ids, logits = probe
-        np.savez(Path(run_dir) / PROBE_FILE, token_ids=token_ids, logits=logits)
-    return path
+        np.savez(folder / PROBE, token_ids=token_ids, logits=logits)
+    return folder / ADAPTER
 
 
-def load(causal_lm, run_dir: Path) -> None:
+def load(causal_lm, folder: RunDir) -> None:
     """Load a run's adapter onto a base on which LoRA is already enabled with the run's rank,
     alpha and targets (keras-hub's loader would otherwise enable its defaults)."""
-    path = Path(run_dir) / ADAPTER_FILE
+    path = folder / ADAPTER
     if not path.is_file():
         raise UserError(f"{path} does not exist: the run had no LoRA, did not finish, or had "
                         "train.save_adapter=false")
     causal_lm.backbone.load_lora_weights(str(path))
 
 
-def probe_difference(run_dir: Path, logits) -> float:
+def probe_difference(folder: RunDir, logits) -> float:
     """Largest absolute difference from the logits stored when the adapter was saved."""
-    if not (Path(run_dir) / PROBE_FILE).is_file():
+    if not (folder / PROBE).is_file():
         return float("nan")  # a multi-process run stores no probe
-    stored = np.load(Path(run_dir) / PROBE_FILE)["logits"]
+    stored = np.load(folder / PROBE)["logits"]
     return float(np.max(np.abs(stored - logits)))
 
 

@@ -27,9 +27,10 @@ from typing import Optional
 
 import numpy as np
 
+from runner.rundir import CHECKPOINTS, RunDir
+
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
 KEEP = 2
 _STATE, _META = "state.npz", "meta.json"
 
@@ -44,9 +45,9 @@ def _name(step: int) -> str:
     return f"step_{step:08d}"
 
 
-def latest(run_dir: Path) -> Optional[Checkpoint]:
+def latest(folder: RunDir) -> Optional[Checkpoint]:
     """The newest complete checkpoint in a run folder, or None."""
-    root = Path(run_dir) / CHECKPOINT_DIR
+    root = folder / CHECKPOINTS
     done = sorted(p for p in root.glob("step_*") if (p / _META).is_file()) if root.is_dir() else []
     return Checkpoint(int(done[-1].name.split("_")[1]), done[-1]) if done else None
 
@@ -60,8 +61,8 @@ def _groups(model) -> dict[str, list]:
             "seeds": seeds}
 
 
-def at(run_dir: Path, step: int) -> Checkpoint:
-    return Checkpoint(step, Path(run_dir) / CHECKPOINT_DIR / _name(step))
+def at(folder: RunDir, step: int) -> Checkpoint:
+    return Checkpoint(step, folder / CHECKPOINTS / _name(step))
 
 
 def _host_copy(value) -> np.ndarray:
@@ -86,9 +87,9 @@ def capture(model) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     return arrays, paths
 
 
-def write(run_dir: Path, step: int, arrays: dict, meta: dict) -> Path:
+def write(folder: RunDir, step: int, arrays: dict, meta: dict) -> Path:
     """Write one checkpoint atomically and drop all but the newest KEEP."""
-    root = Path(run_dir) / CHECKPOINT_DIR
+    root = folder / CHECKPOINTS
     root.mkdir(exist_ok=True)
     final = root / _name(step)
     tmp = root / (_name(step) + ".tmp")
@@ -122,12 +123,19 @@ def restore(model, arrays: dict, paths: dict) -> None:
             v.assign(arrays[f"{group}/{i}"])
 
 
+def trainable_values(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
+    """The trained variables a checkpoint holds, by path (what an export of a full fine-tune
+    needs; the optimizer's state stays behind)."""
+    arrays, meta = read(checkpoint)
+    return {path: arrays[f"trainable/{i}"] for i, path in enumerate(meta["paths"]["trainable"])}
+
+
 class Saver:
     """Writes checkpoints on a background thread, one at a time."""
 
-    def __init__(self, run_dir: Path, write: bool = True):
+    def __init__(self, folder: RunDir, write: bool = True):
         """write=False (processes other than 0): capture along with the others, write nothing."""
-        self.run_dir, self.write = Path(run_dir), write
+        self.folder, self.write = folder, write
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
 
@@ -138,7 +146,7 @@ class Saver:
 
         def target():
             try:
-                path = write(self.run_dir, step, arrays, meta)
+                path = write(self.folder, step, arrays, meta)
                 log.info("checkpoint: %s", path)
             except BaseException as exc:  # surfaced on the training thread by wait()
                 self._error = exc

@@ -10,225 +10,284 @@ Keep this module free of jax/keras/tensorflow imports: `--cfg job` and `--help` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from runner.domains import (Choice, Flag, Folder, ListOf, Mapping, MeshShape, Number, Template,
+                            Text, at_least, fraction, key, positive)
+from runner.errors import UserError
 
-class TrackingMode(str, Enum):
+# conf/ lives inside the package (package data, so a non-editable install finds it too); the
+# repository's top-level conf/ is a link to it.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+class TrackingMode(StrEnum):
     offline = "offline"
     online = "online"
     disabled = "disabled"
 
 
-class OptimizerName(str, Enum):
+class OptimizerName(StrEnum):
     adamw = "adamw"
     sgd = "sgd"
 
 
-class LayoutSource(str, Enum):
+class LayoutSource(StrEnum):
     auto = "auto"  # the model family's own keras-hub layout map
     rules = "rules"  # the named rules in layout.rules, and nothing else
 
 
-class Schedule(str, Enum):
+class Schedule(StrEnum):
     constant = "constant"
     warmup_cosine = "warmup_cosine"  # linear warmup, then cosine decay to min_lr_ratio
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     float32 = "float32"
     mixed_bfloat16 = "mixed_bfloat16"  # bfloat16 compute, float32 weights
     bfloat16 = "bfloat16"  # bfloat16 weights and compute
 
 
-class QuantMode(str, Enum):
+class QuantMode(StrEnum):
     none = "none"
     int8 = "int8"
     int4 = "int4"
 
 
-class DataFormat(str, Enum):
+class DataFormat(StrEnum):
     text = "text"  # one text field; loss on every token
     prompt_response = "prompt_response"  # loss on the response tokens only
 
 
-class TooLong(str, Enum):
+class TooLong(StrEnum):
     truncate = "truncate"
     drop = "drop"
 
 
-class Sampler(str, Enum):
+class Sampler(StrEnum):
     greedy = "greedy"
     top_k = "top_k"
     top_p = "top_p"
+
+
+class DistributedMode(StrEnum):
+    off = "off"  # one process
+    auto = "auto"  # a submitit job's tasks, or JAX's cluster detection (SLURM, TPU pod slices)
+    explicit = "explicit"  # coordinator, num_processes, process_id given
+
+
+def _families():
+    from runner.families import names
+
+    return names()
+
+
+def _accelerators():
+    from runner.plan.memory import ACCELERATORS
+
+    return list(ACCELERATORS)
+
+
+def _architecture_value(name, value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, (int, float)) and value > 0:
+        return None
+    return f"{name}={value!r} must be a positive number, true/false, a string or null"
+
+
+def _layout_rule(name, rule):
+    from runner.layout import rule_problem
+
+    return rule_problem(name, rule)
+
+
+NAME = Text(pattern=r"[^/\\\s]+",
+            pattern_text="a name without slashes or spaces (it names a folder)", bad=("a/b",))
+ENUM = Choice()  # OmegaConf checks an enum's choices at compose time
 
 
 @dataclass
 class ModelConfig:
     # keras-hub preset name, hf://org/name, kaggle://org/model/keras/variant, a local preset
     # directory, or the name of a preset shipped in runner/assets/presets.
-    preset: str = MISSING
-    # The keras-hub backbone family (gemma, gemma3, llama3) and its constructor numbers for a
+    preset: str = key(MISSING, Text())
+    # The keras-hub backbone family (runner/families.py) and its constructor numbers for a
     # known preset: checked against the preset's own config when it loads, and used to plan
     # the sharding when the preset cannot be read (offline, not downloaded yet).
-    family: Optional[str] = None
-    architecture: Optional[Dict[str, Any]] = None
+    family: Optional[str] = key(None, Choice(_families))
+    architecture: Optional[Dict[str, Any]] = key(None, Mapping(
+        "a mapping of the backbone's constructor arguments to positive numbers, flags or names",
+        _architecture_value, (("rope_max_wavelength", "0"), ("extra", "[1]"))))
 
 
 @dataclass
 class MeshConfig:
-    shape: List[int] = field(default_factory=lambda: [2, 4])  # one entry may be -1
-    axis_names: List[str] = field(default_factory=lambda: ["batch", "model"])
-    batch_axis: str = "batch"  # the axis the global batch is split along
-    model_axis: str = "model"  # the axis the family's own layout map splits weights along
+    shape: List[int] = key([2, 4], MeshShape())  # one entry may be -1
+    axis_names: List[str] = key(["batch", "model"], ListOf(Text(), non_empty=True, unique=True))
+    batch_axis: str = key("batch", Text())  # the axis the global batch is split along
+    model_axis: str = key("model", Text())  # the axis the family's layout map splits weights on
 
 
 @dataclass
 class LayoutConfig:
-    source: LayoutSource = LayoutSource.auto
+    source: LayoutSource = key(LayoutSource.auto, ENUM)
     # {name: {pattern: REGEX, axes: [axis or null, ...]}}. Typed as a plain dict because
     # OmegaConf refuses to add a dataclass-typed entry from the command line
-    # (`+layout.rules.x={pattern:...,axes:[...]}`); runner.layout checks each rule's keys and
-    # types instead, with the same one-line errors.
-    rules: Dict[str, Any] = field(default_factory=dict)
+    # (`+layout.rules.x={pattern:...,axes:[...]}`); its domain checks each rule's keys and types.
+    rules: Dict[str, Any] = key({}, Mapping(
+        "named rules {name: {pattern: REGEX, axes: [axis or null, ...]}}", _layout_rule,
+        (("x", "{patern:a,axes:[null]}"), ("x", "{pattern:'(',axes:[null]}"),
+         ("x", "{pattern:a,axes:model}"), ("x", "{pattern:1,axes:[null]}"))))
 
 
 @dataclass
 class LoraConfig:
-    rank: int = 0  # 0 turns LoRA off: every weight trains
-    alpha: Optional[float] = None  # scale = alpha / rank; null means alpha = rank (scale 1)
-    targets: Optional[List[str]] = None  # layer names; null means the family's defaults
-    dropout: float = 0.0  # Keras LoRA has no dropout: anything but 0 is rejected, not ignored
+    rank: int = key(0, at_least(0))  # 0 turns LoRA off: every weight trains
+    # scale = alpha / rank; null means alpha = rank (scale 1)
+    alpha: Optional[float] = key(None, positive())
+    # layer names; null means the family's defaults
+    targets: Optional[List[str]] = key(None, ListOf(Text(), non_empty=True, unique=True))
+    # Keras LoRA has no dropout: anything but 0 is rejected (runner/checks.py), not ignored
+    dropout: float = key(0.0, fraction(open_high=True))
 
 
 @dataclass
 class QuantConfig:
-    mode: QuantMode = QuantMode.none  # quantize the frozen base before LoRA is added
+    mode: QuantMode = key(QuantMode.none, ENUM)  # quantize the frozen base before LoRA
 
 
 @dataclass
 class OptimizerConfig:
-    name: OptimizerName = OptimizerName.adamw
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0
-    exclude_from_weight_decay: List[str] = field(default_factory=list)
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-    momentum: float = 0.0
-    clipnorm: Optional[float] = None  # clip each gradient's norm
-    global_clipnorm: Optional[float] = None  # clip the norm of all gradients together
-    schedule: Schedule = Schedule.constant
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0  # warmup_cosine decays to learning_rate * min_lr_ratio
+    name: OptimizerName = key(OptimizerName.adamw, ENUM)
+    learning_rate: float = key(5e-5, positive())
+    weight_decay: float = key(0.0, Number(low=0))
+    exclude_from_weight_decay: List[str] = key([], ListOf(Text()))
+    beta_1: float = key(0.9, fraction(open_high=True))
+    beta_2: float = key(0.999, fraction(open_high=True))
+    epsilon: float = key(1e-7, positive())
+    momentum: float = key(0.0, fraction(open_high=True))
+    clipnorm: Optional[float] = key(None, positive())  # clip each gradient's norm
+    global_clipnorm: Optional[float] = key(None, positive())  # clip all gradients' joint norm
+    schedule: Schedule = key(Schedule.constant, ENUM)
+    warmup_steps: int = key(0, at_least(0))
+    min_lr_ratio: float = key(0.0, fraction())  # warmup_cosine decays to lr * min_lr_ratio
 
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING  # a TFDS name, e.g. imdb_reviews or tiny_reviews (shipped)
-    split: str = "train"  # TFDS split syntax; quote slices on the command line: 'train[:10%]'
-    eval_split: Optional[str] = None  # evaluated every train.eval_every steps
-    format: DataFormat = DataFormat.text
-    text_field: str = "text"  # format=text: the feature holding the text
+    name: str = key(MISSING, Text())  # a TFDS name, e.g. imdb_reviews or tiny_reviews (shipped)
+    # TFDS split syntax; quote slices on the command line: 'train[:10%]'
+    split: str = key("train", Text())
+    eval_split: Optional[str] = key(None, Text())  # evaluated every train.eval_every steps
+    format: DataFormat = key(DataFormat.text, ENUM)
+    text_field: str = key("text", Text())  # format=text: the feature holding the text
     # format=prompt_response: Python format strings over the example's features, e.g.
     # "Translate this into French:\n{src}\n". The loss covers the response (and EOS) only.
-    prompt_template: str = ""
-    response_template: str = ""
-    add_eos: bool = True  # end the response with the tokenizer's end token
-    too_long: TooLong = TooLong.truncate  # sequences over train.sequence_length
-    take: Optional[int] = None  # use only the first N examples of the split
-    shuffle_buffer: int = 10000
-    data_dir: Optional[str] = None  # null: $TFDS_DATA_DIR or ~/tensorflow_datasets
-    download: bool = True  # may fetch a dataset that is not prepared (never tried offline)
+    prompt_template: str = key("", Template())
+    response_template: str = key("", Template())
+    add_eos: bool = key(True, Flag())  # end the response with the tokenizer's end token
+    too_long: TooLong = key(TooLong.truncate, ENUM)  # sequences over train.sequence_length
+    take: Optional[int] = key(None, at_least(1))  # use only the first N examples of the split
+    shuffle_buffer: int = key(10000, at_least(1))
+    data_dir: Optional[str] = key(None, Folder())  # null: $TFDS_DATA_DIR or ~/tensorflow_datasets
+    download: bool = key(True, Flag())  # may fetch a dataset not prepared (never tried offline)
     # A shipped TFDS dataset with the same features, used by debug=smoke to run offline.
-    stand_in: Optional[str] = None
+    stand_in: Optional[str] = key(None, Text())
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 8  # global batch, split along mesh.batch_axis
-    sequence_length: int = 64
-    steps: Optional[int] = None  # stop after this many steps (null: run all epochs)
-    epochs: int = 1
-    log_every: int = 1
-    eval_every: Optional[int] = None  # steps between evaluations of dataset.eval_split
-    eval_steps: Optional[int] = None  # batches per evaluation (null: the whole split)
-    precision: Precision = Precision.float32
-    checkpoint_every: Optional[int] = None  # steps between checkpoints (null: none)
-    resume: bool = True  # the same config in a folder whose run was cut resumes it
-    save_adapter: bool = True  # LoRA runs: adapter.lora.h5 in the run folder
-    save_merged_preset: bool = False  # also a keras-hub preset with the adapter merged in
+    batch_size: int = key(8, at_least(1))  # global batch, split along mesh.batch_axis
+    sequence_length: int = key(64, at_least(2))  # a start token and at least one to predict
+    steps: Optional[int] = key(None, at_least(1))  # stop after this many (null: all epochs)
+    epochs: int = key(1, at_least(1))
+    log_every: int = key(1, at_least(1))
+    eval_every: Optional[int] = key(None, at_least(1))  # steps between evaluations
+    eval_steps: Optional[int] = key(None, at_least(1))  # batches per evaluation (null: all)
+    precision: Precision = key(Precision.float32, ENUM)
+    # steps between checkpoints (null: none); operational: a cut run may resume with another
+    checkpoint_every: Optional[int] = key(None, at_least(1), operational=True)
+    # the same config in a folder whose run was cut resumes it
+    resume: bool = key(True, Flag(), operational=True)
+    save_adapter: bool = key(True, Flag())  # LoRA runs: adapter.lora.h5 in the run folder
+    save_merged_preset: bool = key(False, Flag())  # also a preset with the adapter merged in
 
 
 @dataclass
 class GenerateConfig:
-    prompts: List[str] = field(default_factory=list)
-    max_length: int = 48  # tokens, prompt included
-    sampler: Sampler = Sampler.greedy
-    top_k: int = 5  # sampler=top_k
-    top_p: float = 0.9  # sampler=top_p
-    temperature: float = 1.0
+    prompts: List[str] = key([], ListOf(Text(non_empty=False)))
+    max_length: int = key(48, at_least(2))  # tokens, prompt included
+    sampler: Sampler = key(Sampler.greedy, ENUM)
+    top_k: int = key(5, at_least(1))  # sampler=top_k
+    top_p: float = key(0.9, Number(low=0, low_open=True, high=1))  # sampler=top_p
+    temperature: float = key(1.0, positive())
 
 
 @dataclass
 class TrackingConfig:
-    mode: TrackingMode = TrackingMode.offline
-    project: str = "keras-runner"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
-
-
-class DistributedMode(str, Enum):
-    off = "off"  # one process
-    auto = "auto"  # a submitit job's tasks, or JAX's cluster detection (SLURM, TPU pod slices)
-    explicit = "explicit"  # coordinator, num_processes, process_id given
+    mode: TrackingMode = key(TrackingMode.offline, ENUM)
+    project: str = key("keras-runner", Text())
+    entity: Optional[str] = key(None, Text())
+    group: Optional[str] = key(None, Text())
+    tags: List[str] = key([], ListOf(Text()))
 
 
 @dataclass
 class DistributedConfig:
-    mode: DistributedMode = DistributedMode.off
-    coordinator: Optional[str] = None  # host:port of process 0 (explicit)
-    num_processes: Optional[int] = None  # explicit
-    process_id: Optional[int] = None  # explicit; also names this process's log file
-    initialization_timeout_s: int = 300  # a peer that never starts fails the others after this
-    heartbeat_timeout_s: int = 60  # a peer that dies ends the others after about this
+    mode: DistributedMode = key(DistributedMode.off, ENUM)
+    coordinator: Optional[str] = key(None, Text(  # host:port of process 0 (explicit)
+        pattern=r"[^\s:]+:\d{1,5}", pattern_text="host:port, e.g. localhost:12355",
+        bad=("localhost",)))
+    num_processes: Optional[int] = key(None, at_least(1))  # explicit
+    process_id: Optional[int] = key(None, at_least(0))  # explicit; also names its log file
+    # a peer that never starts fails the others after this
+    initialization_timeout_s: int = key(300, at_least(1))
+    heartbeat_timeout_s: int = key(60, at_least(1))  # a peer that dies ends the others after
 
 
 @dataclass
 class PlanConfig:
     """What `python -m runner.plan` sizes the plan against (training runs use the real devices)."""
-    devices: Optional[int] = None  # devices to plan for; null: mesh.shape's product, or this
-    # machine's device count when mesh.shape has a -1
-    accelerator: Optional[str] = None  # e.g. tpu-v5p, h100-80gb: its memory per device
-    device_memory_gb: Optional[float] = None  # overrides accelerator (GB = 2**30 bytes)
+    # devices to plan for; null: mesh.shape's product, or this machine's device count when
+    # mesh.shape has a -1
+    devices: Optional[int] = key(None, at_least(1))
+    accelerator: Optional[str] = key(None, Choice(_accelerators))  # its memory per device
+    device_memory_gb: Optional[float] = key(None, positive())  # overrides accelerator (2**30 B)
+
+
+def _group(cls, operational: bool = False):
+    return field(default_factory=cls, metadata={"operational": operational})
 
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    mesh: MeshConfig = field(default_factory=MeshConfig)
-    layout: LayoutConfig = field(default_factory=LayoutConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    quant: QuantConfig = field(default_factory=QuantConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    plan: PlanConfig = field(default_factory=PlanConfig)
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    name: str = "default"
-    seed: int = 0
-    cpu_devices: int = 8
-    compilation_cache_dir: Optional[str] = None  # JAX's persistent compilation cache (null: off)
+    model: ModelConfig = _group(ModelConfig)
+    mesh: MeshConfig = _group(MeshConfig)
+    layout: LayoutConfig = _group(LayoutConfig)
+    lora: LoraConfig = _group(LoraConfig)
+    quant: QuantConfig = _group(QuantConfig)
+    optimizer: OptimizerConfig = _group(OptimizerConfig)
+    dataset: DatasetConfig = _group(DatasetConfig)
+    train: TrainConfig = _group(TrainConfig)
+    generate: GenerateConfig = _group(GenerateConfig)
+    tracking: TrackingConfig = _group(TrackingConfig, operational=True)
+    plan: PlanConfig = _group(PlanConfig, operational=True)
+    distributed: DistributedConfig = _group(DistributedConfig, operational=True)
+    name: str = key("default", NAME)  # names the outputs folder and the W&B run
+    seed: int = key(0, Number(low=0, high=2**32 - 1, integer=True))
+    cpu_devices: int = key(8, at_least(1), operational=True)
+    # JAX's persistent compilation cache (null: off)
+    compilation_cache_dir: Optional[str] = key(None, Folder(), operational=True)
 
 
 def register_configs() -> None:
-    """Called by the entry point and by tests, never at import time."""
+    """Called by the entry points and by tests, never at import time."""
     from omegaconf import OmegaConf
 
     from runner.distributed import log_file_name
@@ -237,3 +296,150 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("runner_log_file", log_file_name, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
+
+
+def compose(overrides=(), job_name: str = "runner"):
+    """The config `python -m runner OVERRIDES` would run, typed, with no Hydra run folder.
+    A compose mistake (unknown key, wrong type, unknown group option) is a UserError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    with compose_errors():
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3",
+                                   job_name=job_name):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def load(path) -> Any:
+    """A run's resolved_config.yaml, typed by the schema as Hydra would give it."""
+    from omegaconf import OmegaConf
+
+    with compose_errors(f"{path}: "):
+        return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+
+
+class compose_errors:
+    """Hydra's and OmegaConf's compose errors as one UserError line: what and where, and the
+    fix Hydra suggests (its messages run over several lines)."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or not is_compose_error(exc):
+            return False
+        raise UserError(self.prefix + compose_error_line(exc)) from None
+
+
+def is_compose_error(exc: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(exc, (HydraException, OmegaConfBaseException))
+
+
+def compose_error_line(exc: BaseException) -> str:
+    """Hydra's several-line compose messages as one line, e.g. `Could not override
+    'optimizer.learnin_rate'; to append ... use +optimizer.learnin_rate=1e-3; Key 'learnin_rate'
+    not in 'OptimizerConfig'`, or `Could not find 'mesh/3x3'; available options in 'mesh': ...`."""
+    def lines(e):
+        out = []
+        for line in str(e).strip().splitlines():
+            line = line.strip()
+            if line.startswith("Config search path"):
+                break  # where Hydra looked: not the user's concern
+            if line and not line.startswith(("full_key:", "object_type=", "reference_type=",
+                                              "provider=")):
+                out.append(line.rstrip("."))
+        return out
+    parts = lines(exc) + [ln for ln in lines(exc.__cause__ or "") if ln not in lines(exc)]
+    text = "; ".join(parts) or type(exc).__name__
+    # "Available options in 'mesh':; 1x8; 2x4" -> "available options in 'mesh': 1x8, 2x4"
+    head, sep, options = text.partition("Available options in ")
+    if sep:
+        group, _, names = options.partition(":; ")
+        text = f"{head}available options in {group}: {', '.join(names.split('; '))}"
+    return text
+
+
+def walk_schema(cls=None, prefix: str = ""):
+    """(dotted key, dataclass field) for every leaf key of the schema, in declaration order."""
+    import dataclasses
+
+    for f in dataclasses.fields(cls or Config):
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not
+                                    dataclasses.MISSING else None):
+            yield from walk_schema(f.default_factory, name + ".")
+        else:
+            yield name, f
+
+
+def operational_keys(cls=None, prefix: str = "") -> list[str]:
+    """Dotted keys (whole groups or single keys) marked operational in the schema."""
+    import dataclasses
+
+    found = []
+    for f in dataclasses.fields(cls or Config):
+        name = f"{prefix}{f.name}"
+        if f.metadata.get("operational"):
+            found.append(name)
+        elif dataclasses.is_dataclass(f.default_factory):
+            found += operational_keys(f.default_factory, name + ".")
+    return found
+
+
+def experiment_part(resolved: dict) -> dict:
+    """The resolved config without its operational keys: what decides "the same run" for
+    resume, rerun and a re-launched sweep (tracking mode, devices, caches do not)."""
+    import copy
+
+    out = copy.deepcopy(resolved)
+    for dotted in operational_keys():
+        *parents, last = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
+def validate(cfg) -> None:
+    """Every key's value against its domain (runner/domains.py); the first one outside it is a
+    UserError naming the key, the value, the domain and the fix. Pure Python: runs before
+    anything heavy is imported."""
+    from omegaconf import OmegaConf
+
+    from runner.domains import Mapping as MappingDomain
+
+    for dotted, f in walk_schema():
+        domain = f.metadata.get("domain")
+        value = OmegaConf.select(cfg, dotted, throw_on_missing=False)
+        if domain is None or value is None:
+            continue
+        plain = OmegaConf.to_container(value, resolve=True) \
+            if OmegaConf.is_config(value) else value
+        problem = domain.problem(plain)
+        if problem is None:
+            continue
+        if isinstance(domain, MappingDomain):
+            raise UserError(f"{dotted}.{problem}")
+        raise UserError(f"{dotted}={plain!r} {problem}{_fix(dotted, f, domain, problem)}")
+
+
+def _fix(dotted: str, f, domain, problem: str) -> str:
+    """The domain (unless the problem already says it) and a value that works."""
+    fix = "" if problem.startswith("must be") else f"; it must be {domain.text}"
+    if f.default is None:
+        return f"{fix}; or set {dotted}=null (the default)"
+    import dataclasses
+
+    if f.default is MISSING or f.default_factory is not dataclasses.MISSING:
+        return fix
+    default = f.default.value if isinstance(f.default, StrEnum) else f.default
+    return f"{fix}; e.g. {dotted}={default if default != '' else repr('')} (the default)"

@@ -27,17 +27,23 @@ class Stream:
     examples_per_epoch: int
 
 
-def _builder(dataset_cfg):
+def open_builder(dataset_cfg, download: bool = True):
+    """The TFDS builder of dataset.name, prepared (shipped datasets are prepared here, others
+    downloaded when dataset.download allows and the host answers). download=False (planning):
+    None when it is not prepared here, instead of fetching it."""
     import tensorflow_datasets as tfds
 
     from runner.datasets import SHIPPED
 
+    tfds.display_progress_bar(False)
     if dataset_cfg.name in SHIPPED:
         importlib.import_module(SHIPPED[dataset_cfg.name])  # registers the builder with TFDS
     data_dir = str(Path(dataset_cfg.data_dir).expanduser()) if dataset_cfg.data_dir else None
     if dataset_cfg.name.startswith("huggingface:") and not _reachable("huggingface.co"):
         # TFDS's huggingface namespace asks the hub for the dataset's metadata even when a
         # prepared copy exists, and retries for minutes offline.
+        if not download:
+            return None
         raise UserError(f"dataset.name={dataset_cfg.name} is read through huggingface.co, which "
                         "cannot be reached (offline?); use its stand-in (debug=smoke) or run "
                         "where the hub is reachable")
@@ -46,10 +52,12 @@ def _builder(dataset_cfg):
     except tfds.core.registered.DatasetNotFoundError:
         raise UserError(
             f"dataset.name={dataset_cfg.name} is not a TFDS dataset; shipped: {sorted(SHIPPED)}, "
-            "others: `python -c \"import tensorflow_datasets as tfds; print(tfds.list_builders())\"`"
-        ) from None
+            "others: `python -c \"import tensorflow_datasets as tfds; "
+            "print(tfds.list_builders())\"`") from None
     if not builder.is_prepared():
         if dataset_cfg.name not in SHIPPED:
+            if not download:
+                return None
             _check_can_download(dataset_cfg, builder)
         builder.download_and_prepare()
     return builder
@@ -68,12 +76,40 @@ def _check_can_download(dataset_cfg, builder) -> None:
 
 
 def _num_examples(builder, dataset_cfg, split: str) -> int:
-    try:
-        n = builder.info.splits[split].num_examples
-    except (KeyError, ValueError) as exc:
-        raise UserError(f"split {split!r} is not a split of {dataset_cfg.name} ({exc}); "
-                        f"splits: {sorted(builder.info.splits)}") from None
+    n = builder.info.splits[split].num_examples  # the split was checked by problems()
     return min(n, dataset_cfg.take) if dataset_cfg.take else n
+
+
+def problems(dataset_cfg, builder) -> list[str]:
+    """What the dataset's own metadata (splits, features) says is wrong with the dataset
+    group, before any example is read: every problem, each naming its key and the fix."""
+    found = []
+    for key in ("split", "eval_split"):
+        split = getattr(dataset_cfg, key)
+        if split is not None:
+            try:
+                builder.info.splits[split]  # also parses slices: train[:10%]
+            except (KeyError, ValueError, AssertionError) as exc:
+                first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+                found.append(f"dataset.{key}={split!r} is not a split of {dataset_cfg.name} "
+                             f"({first}); splits: {sorted(builder.info.splits)}")
+    features = builder.info.features
+    if dataset_cfg.format == "prompt_response":
+        if not dataset_cfg.response_template:
+            found.append("dataset.format=prompt_response needs dataset.response_template, "
+                         "e.g. '{dst}'")
+        for key in ("prompt_template", "response_template"):
+            found += _template_problems(f"dataset.{key}", getattr(dataset_cfg, key), features)
+    elif dataset_cfg.text_field not in features:
+        found.append(f"dataset.text_field={dataset_cfg.text_field} is not a feature of "
+                     f"{dataset_cfg.name}; features: {sorted(features)}")
+    return found
+
+
+def _template_problems(key: str, template: str, features) -> list[str]:
+    fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+    return [f"{key}={template!r} names {{{f}}}, which is not a text feature of this dataset; "
+            f"features: {sorted(features)}" for f in fields if f not in features]
 
 
 def _render(template: str, key: str, features):
@@ -86,9 +122,8 @@ def _render(template: str, key: str, features):
             parts.append((False, literal))
         if field is None:
             continue
-        if spec or conv or field not in features:
-            raise UserError(f"{key}={template!r} names {{{field}}}, which is not a text feature "
-                            f"of this dataset; features: {sorted(features)}")
+        if spec or conv or field not in features:  # problems() reported it before
+            raise UserError(_template_problems(key, template, features)[0])
         parts.append((True, field))
 
     def render(example):
@@ -97,20 +132,13 @@ def _render(template: str, key: str, features):
     return render
 
 
-def _fmt(value) -> str:
-    return getattr(value, "value", value)
-
-
 def _text_examples(ds, dataset_cfg, features, preprocessor, sequence_length: int):
     """format=text: one field; keras-hub's preprocessor packs it (loss on every real token)."""
     import tensorflow as tf
 
-    if dataset_cfg.text_field not in features:
-        raise UserError(f"dataset.text_field={dataset_cfg.text_field} is not a feature of "
-                        f"{dataset_cfg.name}; features: {sorted(features)}")
     field = dataset_cfg.text_field
     ds = ds.map(lambda ex: ex[field], num_parallel_calls=tf.data.AUTOTUNE)
-    if _fmt(dataset_cfg.too_long) == "drop":
+    if dataset_cfg.too_long == "drop":
         tokenizer = preprocessor.tokenizer  # [bos] + tokens + [eos] must fit sequence_length + 1
         ds = ds.filter(lambda text: tf.shape(tokenizer(text))[0] + 2 <= sequence_length + 1)
     return ds, False  # not yet packed: the preprocessor runs on batches
@@ -124,14 +152,11 @@ def _prompt_response_examples(ds, dataset_cfg, features, tokenizer, sequence_len
     """
     import tensorflow as tf
 
-    if not dataset_cfg.response_template:
-        raise UserError("dataset.format=prompt_response needs dataset.response_template, "
-                        "e.g. '{dst}'")
     prompt_of = _render(dataset_cfg.prompt_template, "dataset.prompt_template", features)
     response_of = _render(dataset_cfg.response_template, "dataset.response_template", features)
     bos, eos, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
     width = sequence_length + 1
-    drop = _fmt(dataset_cfg.too_long) == "drop"
+    drop = dataset_cfg.too_long == "drop"
     add_eos = bool(dataset_cfg.add_eos)
 
     def pack(example):
@@ -163,13 +188,13 @@ def _examples(builder, dataset_cfg, split, preprocessor, sequence_length):
     if dataset_cfg.take:
         ds = ds.take(dataset_cfg.take)
     features = builder.info.features
-    if _fmt(dataset_cfg.format) == "prompt_response":
+    if dataset_cfg.format == "prompt_response":
         ds, packed = _prompt_response_examples(ds, dataset_cfg, features, preprocessor.tokenizer,
                                                sequence_length)
     else:
         ds, packed = _text_examples(ds, dataset_cfg, features, preprocessor, sequence_length)
     ds = ds.cache()  # tokenized once, reused by every epoch and evaluation
-    if _fmt(dataset_cfg.too_long) == "drop":
+    if dataset_cfg.too_long == "drop":
         n = int(ds.reduce(0, lambda count, _: count + 1))  # what is left after dropping
     return ds, packed, n
 
@@ -192,7 +217,7 @@ def build(dataset_cfg, preprocessor, batch_size: int, sequence_length: int, epoc
     """
     import tensorflow as tf
 
-    builder = _builder(dataset_cfg)
+    builder = open_builder(dataset_cfg)
     ds, packed, n = _examples(builder, dataset_cfg, dataset_cfg.split, preprocessor,
                               sequence_length)
     steps_per_epoch = n // batch_size
@@ -213,7 +238,7 @@ def build_eval(dataset_cfg, preprocessor, batch_size: int, sequence_length: int,
     """Evaluation stream over dataset.eval_split: same packing, no shuffling, fixed batches."""
     import tensorflow as tf
 
-    builder = _builder(dataset_cfg)
+    builder = open_builder(dataset_cfg)
     ds, packed, n = _examples(builder, dataset_cfg, dataset_cfg.eval_split, preprocessor,
                               sequence_length)
     steps = n // batch_size

@@ -39,10 +39,6 @@ class Topology:
     source: str  # how it was decided, for the log
 
 
-def _mode(cfg) -> str:
-    return getattr(cfg.mode, "value", cfg.mode)
-
-
 def _port_for(job_id: str) -> int:
     """A coordinator port every task of one job derives alike (and other jobs rarely share)."""
     return 20000 + int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % 20000
@@ -64,7 +60,7 @@ def _from_submitit() -> Topology | None:
 
 def topology(cfg) -> Topology:
     """What `distributed` asks for, checked; raises UserError naming the key to fix."""
-    mode = _mode(cfg)
+    mode = str(cfg.mode)
     if mode == "off":
         return Topology(0, 1, None, "distributed.mode=off")
     if mode == "explicit":

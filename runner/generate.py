@@ -14,11 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-from runner.errors import UserError
+from runner import startup
+from runner.rundir import RunDir
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m runner.generate",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a finished run folder with adapter.lora.h5")
     parser.add_argument("--prompt", action="append", default=None,
                         help="a prompt (repeatable); default: the run's generate.prompts")
@@ -27,59 +29,49 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-def reload_and_generate(run_dir: Path, prompts, max_length) -> dict:
+def reload_and_generate(cfg, folder: RunDir, prompts, max_length) -> dict:
     import keras
-    from omegaconf import OmegaConf
 
-    from runner import adapters, generation, model, train
+    from runner import adapters, generation, layout, model
+    from runner.plan.assemble import make_plan
 
-    config_path = run_dir / "resolved_config.yaml"
-    if not config_path.is_file():
-        raise UserError(f"{run_dir} is not a run folder (no resolved_config.yaml)")
-    cfg = OmegaConf.load(config_path)
     devices = keras.distribution.list_devices()
-    the_plan, rules = train.make_plan(cfg, len(devices))
+    the_plan, rules = make_plan(cfg, len(devices))
     the_plan.check()
     batch_axis_size = the_plan.axis_sizes[cfg.mesh.batch_axis]
-    with train.distribution_for(cfg, rules, devices).scope():
+    with layout.distribution(cfg.mesh, rules, devices).scope():
         causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
         causal_lm.compile(sampler=generation.build_sampler(cfg.generate, cfg.seed))
         probe_prompts = list(cfg.generate.prompts) or ["The"]
         _, base_logits = generation.probe_logits(causal_lm, causal_lm.preprocessor,
                                                  probe_prompts, batch_axis_size)
-        adapters.load(causal_lm, run_dir)
+        adapters.load(causal_lm, folder)
         _, logits = generation.probe_logits(causal_lm, causal_lm.preprocessor, probe_prompts,
                                             batch_axis_size)
         prompts = prompts or list(cfg.generate.prompts)
         texts = generation.generate(causal_lm, prompts, max_length or cfg.generate.max_length,
                                     batch_axis_size)
-    return {"max_abs_logit_difference": adapters.probe_difference(run_dir, logits),
+    return {"max_abs_logit_difference": adapters.probe_difference(folder, logits),
             # the same without the adapter: how far off a reload that silently failed would be
-            "base_max_abs_logit_difference": adapters.probe_difference(run_dir, base_logits),
+            "base_max_abs_logit_difference": adapters.probe_difference(folder, base_logits),
             "samples": [{"prompt": p, "text": t} for p, t in zip(prompts, texts)]}
 
 
-def main(argv=None) -> None:
+@startup.command
+def main(argv=None) -> int:
     args = _parse(argv)
-    config_path = args.run_dir / "resolved_config.yaml"
-    from omegaconf import OmegaConf
-
-    from runner.environment import set_process_environment
-
-    cpu_devices = OmegaConf.load(config_path).cpu_devices if config_path.is_file() else 8
-    set_process_environment(cpu_devices)
-    try:
-        result = reload_and_generate(args.run_dir, args.prompt, args.max_length)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    folder = RunDir(args.run_dir)
+    cfg = folder.config()
+    startup.start(cfg, join_program=False)
+    result = reload_and_generate(cfg, folder, args.prompt, args.max_length)
     print(f"adapter reloaded; largest logit difference from the training run: "
           f"{result['max_abs_logit_difference']:.3g}")
     for sample in result["samples"]:
         print(f"{sample['prompt']!r} -> {sample['text']!r}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,7 +13,7 @@ PROBE_LENGTH = 16  # tokens of the probe input whose logits are stored with an a
 def build_sampler(generate_cfg, seed: int):
     import keras_hub
 
-    name = getattr(generate_cfg.sampler, "value", generate_cfg.sampler)
+    name = str(generate_cfg.sampler)
     if name == "greedy":
         return keras_hub.samplers.GreedySampler()
     if name == "top_k":

@@ -12,15 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Sequence
 
 from runner.errors import UserError
-
-
-LAYOUT_FILES = Path(__file__).resolve().parent.parent / "conf" / "layout"
-# What layout=auto uses for a family keras-hub has no layout map for: one of our rule files.
-AUTO_RULE_FILES = {"Gemma3Backbone": "gemma3"}
 
 
 @dataclass(frozen=True)
@@ -60,12 +54,16 @@ def _rules_file_for(backbone_cls) -> list[Rule]:
     """layout=auto for a family keras-hub has no layout map for: the project's rule file."""
     from omegaconf import OmegaConf
 
-    name = AUTO_RULE_FILES.get(backbone_cls.__name__)
+    from runner.config import CONF_DIR
+    from runner.families import by_backbone
+
+    family = by_backbone(backbone_cls.__name__)
+    name = family.auto_layout_file if family else None
     if name is None:
         raise UserError(
             f"layout=auto: keras-hub has no layout map for {backbone_cls.__name__}; "
             "use a rules file (conf/layout/) or write layout.rules")
-    rules = OmegaConf.load(LAYOUT_FILES / f"{name}.yaml").rules
+    rules = OmegaConf.load(CONF_DIR / "layout" / f"{name}.yaml").rules
     return [Rule(name=key, pattern=r.pattern, axes=tuple(r.axes),
                  origin=f"layout=auto (rule {key} of conf/layout/{name}.yaml, as keras-hub has "
                         f"no layout map for {backbone_cls.__name__})")
@@ -75,8 +73,7 @@ def _rules_file_for(backbone_cls) -> list[Rule]:
 def configured_rules(layout_cfg, backbone_cls, mesh_shape: dict[str, int], mesh_cfg
                      ) -> list[Rule]:
     """The rules a run uses: the family's own (source=auto) or layout.rules (source=rules)."""
-    source = getattr(layout_cfg.source, "value", layout_cfg.source)
-    if source == "auto":
+    if layout_cfg.source == "auto":
         if layout_cfg.rules:
             raise UserError(
                 "layout.rules is set but layout.source=auto ignores it; use layout.source=rules "
@@ -85,25 +82,34 @@ def configured_rules(layout_cfg, backbone_cls, mesh_shape: dict[str, int], mesh_
     return [parse_rule(name, rule) for name, rule in layout_cfg.rules.items()]
 
 
-def parse_rule(name: str, rule) -> Rule:
-    """Check one `layout.rules.<name>` entry: exactly `pattern` (a regex) and `axes`."""
-    key = f"layout.rules.{name}"
+def rule_problem(name: str, rule) -> Optional[str]:
+    """What is wrong with one `layout.rules.<name>` entry (exactly `pattern`, a regex, and
+    `axes`, a list of mesh axis names or null), as a sentence starting with its name."""
+    example = (f"e.g. layout.rules.{name}="
+               "{pattern:'decoder_block.*ffw_linear.kernel',axes:[model,null]}")
     if not hasattr(rule, "keys") or set(rule.keys()) != {"pattern", "axes"}:
         got = sorted(rule.keys()) if hasattr(rule, "keys") else type(rule).__name__
-        raise UserError(f"{key} must have exactly the keys pattern and axes (got {got}); "
-                        f"e.g. {key}={{pattern:'decoder_block.*ffw_linear.kernel',axes:[model,null]}}")
+        return f"{name} must have exactly the keys pattern and axes (got {got}); {example}"
     pattern, axes = rule["pattern"], rule["axes"]
     if not isinstance(pattern, str):
-        raise UserError(f"{key}.pattern must be a string regex, got {pattern!r}")
+        return f"{name}.pattern must be a string regex, got {pattern!r}"
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise UserError(f"{key}.pattern={pattern!r} is not a valid regex ({exc}); "
-                        "fix the pattern") from None
+        return f"{name}.pattern={pattern!r} is not a valid regex ({exc}); fix the pattern"
     if isinstance(axes, str) or not hasattr(axes, "__len__") or \
             not all(a is None or isinstance(a, str) for a in axes):
-        raise UserError(f"{key}.axes must be a list of mesh axis names or null, got {axes!r}")
-    return Rule(name=name, pattern=pattern, axes=tuple(axes), origin=key)
+        return f"{name}.axes must be a list of mesh axis names or null, got {axes!r}"
+    return None
+
+
+def parse_rule(name: str, rule) -> Rule:
+    """One checked `layout.rules.<name>` entry as a Rule."""
+    problem = rule_problem(name, rule)
+    if problem:
+        raise UserError(f"layout.rules.{problem}")
+    return Rule(name=name, pattern=rule["pattern"], axes=tuple(rule["axes"]),
+                origin=f"layout.rules.{name}")
 
 
 def matching_rules(path: str, rules: Sequence[Rule]) -> list[Rule]:
@@ -121,3 +127,15 @@ def build_layout_map(rules: Sequence[Rule], device_mesh):
     for rule in rules:
         layout_map[rule.pattern] = tuple(rule.axes)
     return layout_map
+
+
+def distribution(mesh_cfg, rules: Sequence[Rule], devices):
+    """keras ModelParallel over the configured mesh with these layout rules: create the model
+    and the optimizer inside its scope(), so every variable is born with its layout."""
+    import keras
+
+    from runner.mesh import build_mesh
+
+    return keras.distribution.ModelParallel(
+        layout_map=build_layout_map(rules, build_mesh(mesh_cfg, devices)),
+        batch_dim_name=mesh_cfg.batch_axis)

@@ -1,8 +1,7 @@
 """Model config -> keras-hub CausalLM (+ LoRA), and the same model with no memory, for planning.
 
-Presets are resolved in this order: an existing local folder; a preset shipped in
-runner/assets/presets; `hf://` / `kaggle://` handles; keras-hub's built-in names. A handle whose
-host cannot be reached fails in seconds with the fix, instead of keras-hub's retry loop.
+What a preset is and which architecture it has: runner/presets.py. A Hugging Face folder loads
+through runner/hf/load.py (exact weights); everything else through keras-hub's from_preset.
 """
 
 from __future__ import annotations
@@ -10,44 +9,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from runner import upstream
 from runner.errors import UserError
-from runner.network import reachable as _reachable
-
-SHIPPED_PRESETS = Path(__file__).resolve().parent / "assets" / "presets"
-REMOTE_HOSTS = {"hf://": "huggingface.co", "kaggle://": "api.kaggle.com"}
-KERAS_HUB_HOST = "api.kaggle.com"  # keras-hub's built-in preset names download from Kaggle
-# model.family -> keras-hub backbone class name: a closed table, so YAML never names code paths.
-FAMILIES = {"gemma": "GemmaBackbone", "gemma3": "Gemma3Backbone", "llama3": "Llama3Backbone"}
-
-
-def resolve_preset(preset: str) -> str:
-    """Return what keras-hub's from_preset should be given, or raise UserError."""
-    if Path(preset).expanduser().is_dir():
-        return str(Path(preset).expanduser().resolve())
-    if (SHIPPED_PRESETS / preset).is_dir():
-        return str(SHIPPED_PRESETS / preset)
-    for scheme, host in REMOTE_HOSTS.items():
-        if preset.startswith(scheme):
-            if not _reachable(host):
-                raise UserError(
-                    f"model.preset={preset}: {host} cannot be reached (offline?); download the "
-                    "preset where there is a network and set model.preset to its local folder")
-            return preset
-    import keras_hub
-
-    if preset in keras_hub.models.Backbone.presets:
-        if not _reachable(KERAS_HUB_HOST):
-            raise UserError(
-                f"model.preset={preset} is a keras-hub preset downloaded from Kaggle, and "
-                f"{KERAS_HUB_HOST} cannot be reached (offline?); download it where there is a "
-                "network and set model.preset to its local folder")
-        return preset
-    shipped = sorted(p.name for p in SHIPPED_PRESETS.iterdir() if p.is_dir())
-    raise UserError(
-        f"model.preset={preset} is not a folder, a shipped preset {shipped}, an hf:// or kaggle:// "
-        "handle, or a keras-hub preset name (list them: python -c \"import keras_hub; "
-        "print(sorted(keras_hub.models.CausalLM.presets))\")")
-
+from runner.presets import SHIPPED_PRESETS, TRANSFORMERS, describe, resolve_preset  # noqa: F401
 
 def _from_preset(loader, preset: str, **kwargs):
     """Call a keras-hub from_preset, turning download failures into one clear UserError."""
@@ -68,10 +32,6 @@ def _from_preset(loader, preset: str, **kwargs):
         raise
 
 
-def _mode(value) -> str:
-    return getattr(value, "value", value)
-
-
 def check_supported(quant_cfg, lora_cfg, model_axis_size: int) -> None:
     """Reject what Keras cannot do, before any weight is loaded; never silently skip."""
     if lora_cfg.dropout:
@@ -80,10 +40,10 @@ def check_supported(quant_cfg, lora_cfg, model_axis_size: int) -> None:
             "be honoured; set lora.dropout=0 (the experiment then differs from its source there)")
     if lora_cfg.rank < 0:
         raise UserError(f"lora.rank={lora_cfg.rank} must be 0 (off) or positive")
-    if _mode(quant_cfg.mode) != "none" and lora_cfg.rank == 0:
-        raise UserError(f"quant={_mode(quant_cfg.mode)} with lora.rank=0: a quantized base is "
+    if quant_cfg.mode != "none" and lora_cfg.rank == 0:
+        raise UserError(f"quant={quant_cfg.mode} with lora.rank=0: a quantized base is "
                         "frozen, so nothing would train; use LoRA (e.g. lora=rank16) or quant=none")
-    if _mode(quant_cfg.mode) == "int4" and model_axis_size > 1:
+    if quant_cfg.mode == "int4" and model_axis_size > 1:
         raise UserError(
             f"quant=int4 under model parallelism (model axis of {model_axis_size}) is not "
             "supported by Keras: int4 kernels are packed and cannot be split as the layout says; "
@@ -93,28 +53,16 @@ def check_supported(quant_cfg, lora_cfg, model_axis_size: int) -> None:
 def backbone_class(family: str):
     import keras_hub
 
+    from runner.families import FAMILIES
+
     if family not in FAMILIES:
         raise UserError(f"model.family={family} is unknown; valid: {sorted(FAMILIES)}")
-    return getattr(keras_hub.models, FAMILIES[family])
+    return getattr(keras_hub.models, FAMILIES[family].backbone)
 
 
 def dtype_policy(precision) -> str:
     """The keras dtype policy name for train.precision."""
-    return _mode(precision)
-
-
-def _check_architecture(model_cfg, backbone) -> None:
-    """The model file's architecture numbers must be the preset's (they plan runs without it)."""
-    if not model_cfg.architecture:
-        return
-    config = backbone.get_config()
-    for key, expected in model_cfg.architecture.items():
-        if key not in config:
-            raise UserError(f"model.architecture.{key} is not an argument of "
-                            f"{type(backbone).__name__}; fix the model file")
-        if config[key] != expected:
-            raise UserError(f"model.architecture.{key}={expected} but preset {model_cfg.preset} "
-                            f"has {config[key]}; fix the model file")
+    return str(precision)
 
 
 def lora_alpha_of(lora_cfg) -> float:
@@ -166,7 +114,7 @@ def no_memory_scope():
 def _quantize(backbone, quant_cfg) -> None:
     import warnings
 
-    mode = _mode(quant_cfg.mode)
+    mode = quant_cfg.mode
     if mode != "none":
         with warnings.catch_warnings():  # "RMSNormalization has no quantize method": expected
             warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
@@ -174,44 +122,31 @@ def _quantize(backbone, quant_cfg) -> None:
 
 
 def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
-    """The backbone with shapes, paths, quantized and LoRA variables but no memory behind them.
+    """The backbone with shapes, paths, quantized and LoRA variables but no memory behind them,
+    built from the preset's numbers (runner.presets.describe: no weights are read).
 
     keras.StatelessScope(initialize_variables=False) keeps initializers from running, so a 27B
     architecture costs seconds and no weight memory.
     """
-    import keras_hub
-
-    try:
-        preset = resolve_preset(model_cfg.preset)
-    except UserError:
-        if not (model_cfg.architecture and model_cfg.family):
-            raise
-        preset = None  # unreachable, but the model file knows the architecture
+    described = describe(model_cfg)
     with no_memory_scope():
-        if preset is None:
-            backbone = backbone_class(model_cfg.family)(**model_cfg.architecture,
-                                                        dtype=dtype_policy(precision))
-        else:
-            backbone = _from_preset(keras_hub.models.Backbone.from_preset, preset,
-                                    load_weights=False, dtype=dtype_policy(precision))
-            _check_architecture(model_cfg, backbone)
+        backbone = backbone_class(described.family)(**described.numbers,
+                                                    dtype=dtype_policy(precision))
+        upstream.correct(backbone)
         _quantize(backbone, quant_cfg)
         apply_lora(backbone, lora_cfg)
     return backbone
 
 
-# Feed-forward branch width as a share of `intermediate_dim`: keras-hub's Gemma and Gemma 2 halve
-# it for each of the two gating branches (GemmaDecoderBlock), Gemma 3 and Llama 3 do not.
-_FFW_SHARE = {"GemmaBackbone": 2, "Gemma3Backbone": 1, "Llama3Backbone": 1}
-
-
 def dimensions(backbone):
     """The sizes activation memory depends on, from the backbone's config (None: unknown)."""
+    from runner.families import by_backbone
     from runner.plan.memory import Dimensions
 
-    share = _FFW_SHARE.get(type(backbone).__name__)
-    if share is None:
+    family = by_backbone(type(backbone).__name__)
+    if family is None:
         return None
+    share = family.ffw_share
     c = backbone.get_config()
     return Dimensions(
         layers=c["num_layers"], hidden=c["hidden_dim"], query_heads=c["num_query_heads"],
@@ -225,9 +160,18 @@ def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision):
     Call inside the distribution's scope so every variable is created with its layout."""
     import keras_hub
 
-    preset = resolve_preset(model_cfg.preset)
-    causal_lm = _from_preset(keras_hub.models.CausalLM.from_preset, preset,
-                             dtype=dtype_policy(precision))
+    described = describe(model_cfg)
+    if described.location is None:  # planned from a model file; loading needs the preset
+        resolve_preset(model_cfg.preset)  # raises the reason it cannot be had here
+    if described.kind == TRANSFORMERS:
+        from runner.hf import load as hf_load
+
+        causal_lm = hf_load.causal_lm(described.location, described.family, described.numbers,
+                                      dtype_policy(precision))
+    else:
+        causal_lm = _from_preset(keras_hub.models.CausalLM.from_preset, described.location,
+                                 dtype=dtype_policy(precision))
+    upstream.correct(causal_lm.backbone)
     _quantize(causal_lm.backbone, quant_cfg)
     apply_lora(causal_lm.backbone, lora_cfg)
     return causal_lm

@@ -5,15 +5,25 @@ from __future__ import annotations
 from runner.errors import UserError
 
 
+def check(optimizer_cfg) -> None:
+    """What the optimizer group cannot mean, found before anything is built."""
+    if optimizer_cfg.clipnorm and optimizer_cfg.global_clipnorm:
+        raise UserError("optimizer.clipnorm and optimizer.global_clipnorm are both set; "
+                        "Keras applies only one: keep one of them")
+    if optimizer_cfg.name == "sgd" and optimizer_cfg.weight_decay:
+        raise UserError("optimizer.weight_decay is not applied by sgd; set it to 0 or use "
+                        "optimizer=adamw")
+    if optimizer_cfg.schedule == "constant" and optimizer_cfg.warmup_steps:
+        raise UserError("optimizer.warmup_steps needs optimizer.schedule=warmup_cosine")
+
+
 def build_optimizer(optimizer_cfg, total_steps: int = 1):
     """Create inside the distribution's scope, so slot variables get their weights' layouts.
     total_steps: the run's length, over which a schedule decays."""
     import keras
 
-    name = getattr(optimizer_cfg.name, "value", optimizer_cfg.name)
-    if optimizer_cfg.clipnorm and optimizer_cfg.global_clipnorm:
-        raise UserError("optimizer.clipnorm and optimizer.global_clipnorm are both set; "
-                        "Keras applies only one: keep one of them")
+    check(optimizer_cfg)
+    name = str(optimizer_cfg.name)
     # An explicit name keeps variable paths (adamw/...) the same in the plan and the run.
     common = dict(learning_rate=learning_rate(optimizer_cfg, total_steps),
                   clipnorm=optimizer_cfg.clipnorm, global_clipnorm=optimizer_cfg.global_clipnorm,
@@ -28,9 +38,6 @@ def build_optimizer(optimizer_cfg, total_steps: int = 1):
                 var_names=list(optimizer_cfg.exclude_from_weight_decay))
         return optimizer
     if name == "sgd":
-        if optimizer_cfg.weight_decay:
-            raise UserError("optimizer.weight_decay is not applied by sgd; set it to 0 or use "
-                            "optimizer=adamw")
         return keras.optimizers.SGD(momentum=optimizer_cfg.momentum, **common)
     raise UserError(f"optimizer.name={name} is unknown; valid: adamw, sgd")
 
@@ -39,11 +46,9 @@ def learning_rate(optimizer_cfg, total_steps: int = 1):
     """The learning rate the optimizer is given: a float, or a schedule of the step."""
     import keras
 
-    schedule = getattr(optimizer_cfg.schedule, "value", optimizer_cfg.schedule)
+    schedule = str(optimizer_cfg.schedule)
     peak = float(optimizer_cfg.learning_rate)
     if schedule == "constant":
-        if optimizer_cfg.warmup_steps:
-            raise UserError("optimizer.warmup_steps needs optimizer.schedule=warmup_cosine")
         return peak
     if schedule == "warmup_cosine":
         warmup = int(optimizer_cfg.warmup_steps)

@@ -12,31 +12,26 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 from pathlib import Path
 
-import yaml
-
+from runner import startup
 from runner.errors import UserError
-from runner.sweep import job_summaries
+from runner.rundir import RunDir, job_folders
 
 METRIC_COLUMNS = ["status", "steps", "final_loss", "best_loss", "final_eval_loss",
                   "tokens_per_s", "error"]
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    pairs = (o.split("=", 1) for o in yaml.safe_load(path.read_text()) or [] if "=" in o)
+    pairs = (o.split("=", 1) for o in RunDir(job_dir).overrides() if "=" in o)
     return {k.lstrip("+~"): v for k, v in pairs}
 
 
 def collect(folder: Path) -> tuple[list[str], list[dict]]:
     """(swept keys, one row per job) for a run or sweep folder."""
-    jobs = job_summaries(folder)
+    jobs = job_folders(folder)
     if not jobs:
         raise UserError(f"{folder} holds no run (no summary.json below it): give a run or "
                         "sweep folder under outputs/")
@@ -96,9 +91,7 @@ def draw(folder: Path, swept: list[str], rows: list[dict]) -> Path:
     color = {id(row): palette[i % len(palette)] for i, row in enumerate(rows)}  # one per job
     curves = axes[0][0]
     for row in rows:
-        records = [json.loads(line) for line in
-                   (row["_dir"] / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-            if (row["_dir"] / "metrics.jsonl").is_file() else []
+        records = RunDir(row["_dir"]).metrics()
         points = [(r["step"], r["loss"]) for r in records if "loss" in r]
         if points:
             label = ", ".join(f"{k}={row[k]}" for k in swept) or row["job"]
@@ -130,18 +123,15 @@ def draw(folder: Path, swept: list[str], rows: list[dict]) -> Path:
     return path
 
 
+@startup.command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.report",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="a run folder or a sweep folder")
     args = parser.parse_args(argv)
-    try:
-        if not args.folder.is_dir():
-            raise UserError(f"{args.folder} is not a folder: give a run or sweep folder")
-        swept, rows = collect(args.folder)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if not args.folder.is_dir():
+        raise UserError(f"{args.folder} is not a folder: give a run or sweep folder")
+    swept, rows = collect(args.folder)
     print(write_tables(args.folder, swept, rows), end="")
     picture = draw(args.folder, swept, rows)
     print(f"wrote {args.folder / 'report.csv'}, {args.folder / 'report.md'}, {picture}")

@@ -13,13 +13,13 @@ identical, 1 when they differ (with the first differing step), 2 for a folder it
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 import time
 from pathlib import Path
 
+from runner import startup
 from runner.errors import UserError
+from runner.rundir import METRICS, RunDir
 
 ENV_KEYS = ("git", "python", "packages", "backend", "device_kind", "devices", "process_count")
 
@@ -33,27 +33,9 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-def load_config(run_dir: Path):
-    """The run's resolved config, typed by the schema (as Hydra would give it)."""
-    from omegaconf import OmegaConf
-
-    from runner.config import Config
-
-    path = run_dir / "resolved_config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} has no resolved_config.yaml: give a run folder made by "
-                        "python -m runner")
-    return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
-
-
-def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-        if path.is_file() else []
-
-
-def compare_metrics(a: Path, b: Path) -> str | None:
+def compare_metrics(then: RunDir, now: RunDir) -> str | None:
     """None when the two metrics.jsonl are identical; else where they first differ."""
-    first, second = _records(a / "metrics.jsonl"), _records(b / "metrics.jsonl")
+    first, second = then.metrics(), now.metrics()
     for x, y in zip(first, second):
         if x != y:
             return f"step {x.get('step')}: {x} then, {y} now"
@@ -62,53 +44,38 @@ def compare_metrics(a: Path, b: Path) -> str | None:
     return None
 
 
-def compare_environment(a: Path, b: Path) -> list[str]:
-    then, now = (json.loads((d / "env.json").read_text()) if (d / "env.json").is_file() else {}
-                 for d in (a, b))
-    return [f"{key}: {then.get(key)!r} then, {now.get(key)!r} now"
-            for key in ENV_KEYS if then.get(key) != now.get(key)]
+def compare_environment(then: RunDir, now: RunDir) -> list[str]:
+    a, b = then.env(), now.env()
+    return [f"{key}: {a.get(key)!r} then, {b.get(key)!r} now"
+            for key in ENV_KEYS if a.get(key) != b.get(key)]
 
 
+@startup.command
 def main(argv=None) -> int:
     args = _parse(argv)
-    run_dir = args.run_dir.resolve()
-    try:
-        cfg = load_config(run_dir)
-        if not (run_dir / "metrics.jsonl").is_file():
-            raise UserError(f"{run_dir} has no metrics.jsonl to compare with: rerun a run that "
-                            "trained")
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = (args.out or run_dir.parent / f"{run_dir.name}-rerun-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-
-    from runner.environment import quiet_library_loggers, set_process_environment
-
-    set_process_environment(cfg.cpu_devices)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - "
-                        "%(message)s", handlers=[logging.StreamHandler(),
-                                                 logging.FileHandler(out / "runner.log")])
-    quiet_library_loggers()
-    import tensorflow_datasets as tfds
-
-    tfds.display_progress_bar(False)
+    then = RunDir(args.run_dir.resolve())
+    cfg = then.config()
+    if not (then / METRICS).is_file():
+        raise UserError(f"{then.path} has no {METRICS} to compare with: rerun a run that trained")
+    out = args.out or then.path.parent / f"{then.path.name}-rerun-{time.strftime('%Y%m%d-%H%M%S')}"
+    now = RunDir(out)
+    now.path.mkdir(parents=True, exist_ok=True)
+    startup.start(cfg)
+    startup.log_to_file(now / "runner.log")
     from runner import train
 
     try:
-        train.run(cfg, out)
+        train.run(cfg, now.path)
     except UserError as exc:
-        train.fail(out, exc)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    difference = compare_metrics(run_dir, out)
-    for line in compare_environment(run_dir, out):
+        now.fail(exc)
+        raise
+    difference = compare_metrics(then, now)
+    for line in compare_environment(then, now):
         print(f"environment differs: {line}")
     if difference:
-        print(f"NOT reproduced: metrics.jsonl differs at {difference} ({out})")
+        print(f"NOT reproduced: metrics.jsonl differs at {difference} ({now.path})")
         return 1
-    print(f"reproduced: metrics.jsonl identical ({len(_records(out / 'metrics.jsonl'))} "
-          f"records) in {out}")
+    print(f"reproduced: metrics.jsonl identical ({len(now.metrics())} records) in {now.path}")
     return 0
 
 

@@ -5,34 +5,21 @@ process whatever the launcher (in-process, or submitit's one process per job), a
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from runner.rundir import job_folders
+
 log = logging.getLogger("runner")
-
-
-def job_summaries(sweep_dir: Path) -> dict[Path, dict]:
-    """Every job folder under a sweep folder (or a single run folder) -> its summary.json."""
-    sweep_dir = Path(sweep_dir)
-    found = {}
-    for path in sorted(sweep_dir.rglob("summary.json")):
-        if "wandb" in path.relative_to(sweep_dir).parts or "checkpoints" in path.parts:
-            continue
-        try:
-            found[path.parent] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            found[path.parent] = {"status": "unreadable"}
-    return found
 
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = job_summaries(sweep_dir)
+        jobs = job_folders(sweep_dir)
         failed = {d: s for d, s in jobs.items() if s.get("status") != "finished"}
         lines = [f"sweep {sweep_dir}: {len(jobs) - len(failed)} of {len(jobs)} jobs finished"]
         for job_dir, summary in failed.items():

@@ -11,18 +11,18 @@ about 100 s, so online mode checks both first and fails in seconds with the fix.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from urllib.parse import urlparse
 
 from runner.errors import UserError
 from runner.network import reachable
+from runner.rundir import METRICS, THROUGHPUT, RunDir, append_jsonl
 
 
 def preflight(tracking_cfg) -> None:
     """Fail in seconds, before any weight is loaded, if the tracking mode cannot work."""
-    if getattr(tracking_cfg.mode, "value", tracking_cfg.mode) == "online":
+    if tracking_cfg.mode == "online":
         _check_online()
 
 
@@ -46,43 +46,22 @@ def _netrc_has_key() -> bool:
         return False
 
 
-METRICS_FILE = "metrics.jsonl"
-THROUGHPUT_FILE = "throughput.jsonl"
-
-
-def _append(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def truncate_after(run_dir: Path, step: int) -> None:
-    """Drop records past `step` (a resumed run logs them again, identically)."""
-    for name in (METRICS_FILE, THROUGHPUT_FILE):
-        path = Path(run_dir) / name
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in kept))
-
-
 class Tracker:
     """metrics.jsonl + an optional W&B run. One per training run, on process 0 only."""
 
-    def __init__(self, tracking_cfg, run_dir: Path, config: dict, name: str,
+    def __init__(self, tracking_cfg, folder: RunDir, config: dict, name: str,
                  group: str | None = None, write: bool = True):
         """write=False (processes other than 0 of a multi-process run): record nothing."""
-        self.mode = getattr(tracking_cfg.mode, "value", tracking_cfg.mode) if write \
-            else "disabled"
+        self.mode = str(tracking_cfg.mode) if write else "disabled"
         self.write = write
-        self.metrics_path = Path(run_dir) / METRICS_FILE
-        self.throughput_path = Path(run_dir) / THROUGHPUT_FILE
+        self.folder = folder
         self.run = None
         if self.mode == "disabled":
             return
         import wandb
 
         self.run = wandb.init(
-            mode=self.mode, dir=str(run_dir), project=tracking_cfg.project,
+            mode=self.mode, dir=str(folder.path), project=tracking_cfg.project,
             entity=tracking_cfg.entity, group=tracking_cfg.group or group, name=name,
             tags=list(tracking_cfg.tags), config=config,
             settings=wandb.Settings(console="off", init_timeout=90, x_disable_stats=True))
@@ -91,9 +70,9 @@ class Tracker:
         """`metrics`: determined by config and seed; `timing`: measured (tokens/s, ...)."""
         if not self.write:
             return
-        _append(self.metrics_path, {"step": step, **metrics})
+        append_jsonl(self.folder / METRICS, {"step": step, **metrics})
         if timing:
-            _append(self.throughput_path, {"step": step, **timing})
+            append_jsonl(self.folder / THROUGHPUT, {"step": step, **timing})
         if self.run is not None:
             self.run.log({**metrics, **(timing or {})}, step=step)
 

@@ -1,5 +1,10 @@
 """Process environment for tests, set before jax/keras/tensorflow can be imported (the same
-settings runner.__main__ makes for the CLI), plus helpers to compose configs and run the CLI."""
+settings runner.startup makes for the commands), plus helpers to compose configs and run the CLI.
+
+Lanes: `python -m pytest` runs everything (CI); `python -m pytest -m "not slow"` is the fast lane
+(in-process tests only). Tests that run a command as a subprocess are marked slow.
+Hermetic: RUNNER_OFFLINE=1 makes every network probe say "unreachable", so the offline
+behaviour the tests check holds on a machine that is online too."""
 
 import os
 import subprocess
@@ -10,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
+CONF = ROOT / "runner" / "conf"  # the top-level conf/ links here
 _SCRATCH = Path(tempfile.mkdtemp(prefix="runner-tests-"))
 
 os.environ["KERAS_BACKEND"] = "jax"
@@ -20,25 +25,22 @@ os.environ["TFDS_DATA_DIR"] = str(_SCRATCH / "tfds")  # each session prepares ti
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)  # never talk to a real W&B account from tests
+os.environ["RUNNER_OFFLINE"] = "1"  # hermetic: no test depends on this machine's network
 
 
 def compose(*overrides: str):
     """The config `python -m runner *overrides` would run, composed the same way."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from runner.config import compose as runner_compose
 
-    from runner.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    return runner_compose(overrides)
 
 
 def run_cli(*args: str, cwd: Path, module: str = "runner", timeout: int = 300,
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m runner ARGS` as a user would, in `cwd`."""
     full_env = dict(os.environ)
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    for name in ("HYDRA_FULL_ERROR", "RUNNER_FULL_ERROR"):
+        full_env.pop(name, None)
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

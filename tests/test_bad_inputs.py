@@ -1,19 +1,33 @@
-"""Every mistake a user can make on the command line fails before training: one line naming
-the key (or variable) and the fix, no stack trace, a non-zero exit (2 for the runner's own
-checks), and no run folder that looks finished."""
-
-import json
+"""Every mistake a user can make on the command line fails before training: one `error:` line
+naming the key (or variable) and the fix, no stack trace, exit code 2 (for what Hydra rejects at
+compose time too), and no run folder that looks finished."""
 
 import pytest
 
 from conftest import run_cli
+from runner.rundir import METRICS, RunDir
 
-# (id, overrides, exit code, words the one error line must contain)
+pytestmark = pytest.mark.slow
+
+# (id, overrides, words the one error line must contain): refused before any folder is made,
+# what Hydra rejects at compose time and values outside their domain alike.
 HYDRA_ERRORS = [
     ("typo_key", ["optimizer.learnin_rate=1e-3"], ["learnin_rate"]),
     ("wrong_type", ["train.batch_size=eight"], ["batch_size", "eight"]),
     ("unknown_group_option", ["mesh=3x3"], ["mesh", "3x3", "2x4"]),
     ("bad_enum", ["tracking.mode=sometimes"], ["mode", "offline", "online", "disabled"]),
+    ("zero_batch", ["train.batch_size=0"], ["train.batch_size=0 must be an integer >= 1"]),
+    ("negative_learning_rate", ["optimizer.learning_rate=-0.1"],
+     ["optimizer.learning_rate=-0.1 must be a number > 0"]),
+    ("zero_devices", ["cpu_devices=0"], ["cpu_devices=0 must be an integer >= 1"]),
+    ("impossible_run_dir", ["hydra.run.dir=/proc/runner-test/run"],
+     ["hydra.run.dir=/proc/runner-test/run cannot be created", "choose another hydra.run.dir"]),
+    ("run_dir_is_a_file", ["hydra.run.dir=a_file"],
+     ["hydra.run.dir=a_file is a file, not a folder"]),
+    ("malformed_rule", ["layout=gemma_model_parallel", "+layout.rules.extra={patern:x,axes:[model]}"],
+     ["layout.rules.extra must have exactly the keys pattern and axes", "patern"]),
+    ("sweep_dir_is_a_file", ["-m", "lora.rank=2,4", "hydra.sweep.dir=a_file"],
+     ["hydra.sweep.dir=a_file is a file, not a folder"]),
 ]
 
 RUNNER_ERRORS = [
@@ -28,8 +42,6 @@ RUNNER_ERRORS = [
       "+layout.rules.lora_a={pattern:'.*lora_kernel_a',axes:[null,null,model]}"],
      ["lora_kernel_a (4 variables) dimension 2 (size 4) does not divide by mesh axis 'model' (size 8)",
       "layout.rules.lora_a"]),
-    ("malformed_rule", ["layout=gemma_model_parallel", "+layout.rules.extra={patern:x,axes:[model]}"],
-     ["layout.rules.extra must have exactly the keys pattern and axes", "patern"]),
     ("batch_vs_batch_axis", ["train.batch_size=7"], ["train.batch_size=7", "multiple of 2"]),
     ("unknown_preset", ["model.preset=gemma_9000_en"], ["model.preset=gemma_9000_en"]),
     ("offline_preset", ["model.preset=gemma_2b_en"], ["model.preset=gemma_2b_en", "offline"]),
@@ -42,6 +54,13 @@ RUNNER_ERRORS = [
      ["model.architecture.num_layers=3 but preset tiny_gemma has 4"]),
     ("offline_hf_dataset", ["dataset=dolly"], ["dataset.name=huggingface:", "cannot be reached"]),
     ("offline_dataset", ["dataset.name=imdb_reviews"], ["dataset.name=imdb_reviews", "offline"]),
+    ("missing_split", ["dataset.split=nope"],
+     ["dataset.split='nope' is not a split of tiny_reviews", "splits: ['train', 'validation']"]),
+    ("missing_feature", ["dataset.text_field=body"],
+     ["dataset.text_field=body is not a feature of tiny_reviews"]),
+    ("merged_preset_from_quantized", ["quant=int8", "mesh=data_parallel",
+                                      "train.save_merged_preset=true"],
+     ["train.save_merged_preset needs LoRA on a base that is not quantized"]),
 ]
 
 
@@ -54,10 +73,14 @@ def _check_one_clear_line(proc, words):
 @pytest.mark.parametrize("overrides,words", [c[1:] for c in HYDRA_ERRORS],
                          ids=[c[0] for c in HYDRA_ERRORS])
 def test_compose_time_errors(workdir, overrides, words):
+    (workdir / "a_file").write_text("a user's file, never to be replaced\n")
     proc = run_cli(*overrides, cwd=workdir)
-    assert proc.returncode == 1
+    assert proc.returncode == 2, proc.stderr[-3000:]
     _check_one_clear_line(proc, words)
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == \
+        [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]  # one line, no more
     assert not (workdir / "outputs").exists()  # rejected before any run folder exists
+    assert (workdir / "a_file").read_text() == "a user's file, never to be replaced\n"
 
 
 @pytest.mark.parametrize("overrides,words", [c[1:] for c in RUNNER_ERRORS],
@@ -69,9 +92,9 @@ def test_runner_checks(workdir, overrides, words):
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, proc.stderr
     run_dir = workdir / "run"
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = RunDir(run_dir).summary()
     assert summary["status"] == "failed" and summary["error"] in lines[0]
-    assert not (run_dir / "metrics.jsonl").exists()
+    assert not (run_dir / METRICS).exists()
     assert not (run_dir / "wandb").exists()
 
 
@@ -97,5 +120,5 @@ def test_a_used_run_folder_is_never_overwritten(workdir):
     (run_dir / "resolved_config.yaml").write_text("name: another\n")
     other = run_cli("hydra.run.dir=run", cwd=workdir)
     assert other.returncode == 2 and "holds a run of another config" in other.stderr
-    assert json.loads((run_dir / "summary.json").read_text()) == {"status": "finished"}
+    assert RunDir(run_dir).summary() == {"status": "finished"}
     assert (run_dir / "resolved_config.yaml").read_text() == "name: another\n"

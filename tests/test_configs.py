@@ -48,6 +48,7 @@ def test_layout_rule_can_be_changed_or_removed_from_the_command_line():
     assert "ffw_linear" not in cfg.layout.rules
 
 
+@pytest.mark.slow
 def test_cfg_job_resolve_prints_the_resolved_config(workdir):
     proc = run_cli("--cfg", "job", "--resolve", "optimizer.learning_rate=1e-3", cwd=workdir)
     assert proc.returncode == 0, proc.stderr
@@ -55,3 +56,37 @@ def test_cfg_job_resolve_prints_the_resolved_config(workdir):
     assert printed.optimizer.learning_rate == pytest.approx(1e-3)
     assert printed.mesh.shape == [2, 4]
     assert not (workdir / "outputs").exists()  # printing a config starts no run
+
+
+GROUP_FILES = [p for p in YAML_FILES if p.parts[0] in
+               ("model", "mesh", "layout", "lora", "quant", "optimizer", "dataset")]
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict) and node and not prefix.endswith(("architecture.", "rules.")):
+        for key, value in node.items():
+            if key != "defaults":
+                yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), node
+
+
+@pytest.mark.parametrize("rel", GROUP_FILES, ids=[str(p) for p in GROUP_FILES])
+def test_choosing_a_group_file_gives_the_files_own_values(rel):
+    """`optimizer=sgd` trains at sgd.yaml's learning rate: no later default (the table of
+    contents, the default experiment) overrides what the chosen file says."""
+    group = rel.parts[0]
+    own = OmegaConf.to_container(OmegaConf.load(CONF / rel))
+    composed = OmegaConf.to_container(compose(f"{group}={rel.stem}")[group], enum_to_str=True)
+    for key, value in _leaves(own):
+        assert OmegaConf.select(OmegaConf.create(composed), key) == value, (rel, key)
+
+
+def test_the_default_experiment_sets_no_group_value():
+    """The default experiment says how long to train and what to sample; its groups are the table
+    of contents' defaults, so it must not set (and so override) any group's values."""
+    own = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / "default.yaml"))
+    groups = {p.parts[0] for p in GROUP_FILES}
+    assert not groups & set(own), sorted(groups & set(own))
+    assert compose("optimizer=sgd").optimizer.learning_rate == pytest.approx(1e-4)
+    assert compose().optimizer.learning_rate == pytest.approx(2e-3)  # adamw_tiny

@@ -29,7 +29,7 @@ def test_prompt_tokens_carry_zero_weight(preprocessor):
 
     cfg = compose("dataset=tiny_translations", "dataset.shuffle_buffer=1")  # keeps TFDS order
     _, (x, y, w) = _first_batch(cfg, preprocessor)
-    example = next(iter(data._builder(cfg.dataset).as_dataset(split="train")))
+    example = next(iter(data.open_builder(cfg.dataset).as_dataset(split="train")))
     first = {k: example[k].numpy().decode() for k in ("src", "dst")}
     tok = preprocessor.tokenizer
     prompt = list(np.asarray(tok("Translate this into French:\n" + first["src"] + "\n")))
@@ -63,19 +63,6 @@ def test_text_format_weights_every_real_token(preprocessor):
     assert set(np.unique(w)) == {0.0, 1.0}
     # the target at t is the token at t + 1: weighted exactly when that token is real
     assert np.array_equal(w[:, :-1], mask[:, 1:].astype("float32"))
-
-
-def test_warmup_cosine_schedule():
-    from types import SimpleNamespace as NS
-
-    from runner.optim import learning_rate_at
-
-    c = NS(schedule="warmup_cosine", learning_rate=1e-3, warmup_steps=10, min_lr_ratio=0.1)
-    assert learning_rate_at(c, 0, 100) == 0.0
-    assert learning_rate_at(c, 5, 100) == pytest.approx(5e-4)
-    assert learning_rate_at(c, 10, 100) == pytest.approx(1e-3)
-    assert learning_rate_at(c, 55, 100) == pytest.approx(1e-4 + 0.5 * 9e-4, rel=1e-4)
-    assert learning_rate_at(c, 100, 100) == pytest.approx(1e-4)
 
 
 def test_split_slicing_and_take(preprocessor):

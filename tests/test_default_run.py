@@ -5,10 +5,12 @@ import csv
 import json
 
 import pytest
-import yaml
 
 from conftest import run_cli
+from runner.rundir import RunDir
 from wandb_records import history, read_records
+
+pytestmark = pytest.mark.slow
 
 STEPS = 40
 
@@ -28,10 +30,10 @@ def test_outputs_contract(default_run):
                  "env.json", "metrics.jsonl", "sharding.tsv", "summary.json", "samples.jsonl",
                  "runner.log"]:
         assert (run_dir / name).is_file(), name
-    resolved = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())
+    resolved = RunDir(run_dir).resolved_config()
     assert resolved["train"]["steps"] == STEPS and resolved["mesh"]["shape"] == [2, 4]
     assert "${" not in (run_dir / "resolved_config.yaml").read_text()  # interpolations resolved
-    env = json.loads((run_dir / "env.json").read_text())
+    env = RunDir(run_dir).env()
     assert len(env["devices"]) == 8 and env["mesh"] == {"batch": 2, "model": 4}
     assert env["packages"]["keras"] and env["packages"]["keras-hub"]
     assert env["process_count"] == 1 and "commit" in env["git"]
@@ -39,14 +41,14 @@ def test_outputs_contract(default_run):
 
 def test_loss_falls_and_is_logged_every_interval(default_run):
     run_dir, _ = default_run
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = RunDir(run_dir).metrics()
     assert [r["step"] for r in rows] == list(range(5, STEPS + 1, 5))
     assert all(r["learning_rate"] == pytest.approx(2e-3) for r in rows)
-    timing = [json.loads(x) for x in (run_dir / "throughput.jsonl").read_text().splitlines()]
+    timing = RunDir(run_dir).throughput()
     assert [t["step"] for t in timing] == [r["step"] for r in rows]
     assert all(t["tokens_per_s"] > 0 and t["step_time_s"] > 0 and t["model_flops_per_s"] > 0
                for t in timing)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = RunDir(run_dir).summary()
     assert 0 < summary["mfu"] < 1 and summary["peak_flops"] > summary["model_flops_per_s"]
     positions_per_s = summary["tokens_per_step"] / summary["step_time_s"]
     # tokens/s counts real tokens; a 64-position window holds ~40 of them, the rest is padding
@@ -56,7 +58,7 @@ def test_loss_falls_and_is_logged_every_interval(default_run):
     assert all(0 < r["tokens"] / 5 < 8 * 64 for r in rows)
     first, last = rows[0]["loss"], rows[-1]["loss"]
     assert last < first - 0.3, (first, last)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = RunDir(run_dir).summary()
     assert summary["status"] == "finished" and summary["steps"] == STEPS
     assert summary["final_loss"] == pytest.approx(last)
     assert 0 < summary["trainable_params"] < summary["total_params"] / 10  # LoRA only
@@ -79,7 +81,7 @@ def test_wandb_offline_run_holds_the_same_numbers(default_run):
     files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
     logged = [h for h in history(files[0]) if "loss" in h]
-    local = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    local = RunDir(run_dir).metrics()
     assert [h["_step"] for h in logged] == [r["step"] for r in local]
     assert [h["loss"] for h in logged] == pytest.approx([r["loss"] for r in local])
     logged_tables = {k.split("/")[0] for h in history(files[0]) for k, v in h.items()
@@ -106,7 +108,7 @@ def test_wandb_offline_run_holds_the_same_numbers(default_run):
 
 def test_samples_before_and_after(default_run):
     run_dir, _ = default_run
-    rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    rows = RunDir(run_dir).samples()
     assert [r["prompt"] for r in rows] == ["The film", "I watched", "The river"]
     assert all(r["before"].startswith(r["prompt"]) for r in rows)
     assert any(r["before"] != r["after"] for r in rows)  # training changed what the model says
@@ -121,12 +123,12 @@ def test_overrides_change_the_run_and_secrets_stay_out(workdir):
                    cwd=workdir, timeout=600, env={"WANDB_API_KEY": secret})
     assert proc.returncode == 0, proc.stderr[-5000:]
     run_dir = workdir / "run"
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = RunDir(run_dir).summary()
     assert summary["status"] == "finished" and summary["steps"] == 3
     assert summary["trainable_params"] == summary["total_params"]  # lora=none
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = RunDir(run_dir).metrics()
     assert rows[-1]["learning_rate"] == pytest.approx(1e-3)
-    env = json.loads((run_dir / "env.json").read_text())
+    env = RunDir(run_dir).env()
     assert env["mesh"] == {"batch": 1, "model": 8}
     assert any((workdir / "cache").iterdir())  # compilation_cache_dir: compiled steps kept
     for path in run_dir.rglob("*"):

@@ -7,7 +7,7 @@ import pytest
 from runner.errors import UserError
 from runner.layout import Rule, matching_rules
 from runner.mesh import axis_sizes, resolve_shape
-from runner.plan import make_plan
+from runner.plan import plan_variables as make_plan
 
 
 def mesh_cfg(shape, names=("batch", "model")):

@@ -2,7 +2,6 @@
 train like 1 process x 8 devices; only process 0 writes; a peer that never starts or dies ends
 the others in bounded time; a submitit sweep whose jobs are 2-process programs."""
 
-import json
 import os
 import signal
 import socket
@@ -14,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from runner.rundir import RunDir
+
+pytestmark = pytest.mark.slow
 
 TRAIN = ["train.steps=12", "train.log_every=4", "generate.prompts=[]"]
 
@@ -32,13 +34,14 @@ def explicit(port: int, process_id: int, *extra: str) -> list[str]:
 def start(args, cwd: Path, log: Path) -> subprocess.Popen:
     env = dict(os.environ)
     env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("RUNNER_FULL_ERROR", None)
     env.pop("XLA_FLAGS", None)  # each process sets its own device count from cpu_devices
     return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return RunDir(run_dir).metrics()
 
 
 def test_two_processes_train_like_one_process_with_all_devices(workdir):
@@ -54,13 +57,13 @@ def test_two_processes_train_like_one_process_with_all_devices(workdir):
     assert [m["tokens"] for m in multi] == [m["tokens"] for m in single]  # same global batches
     # the same numbers; only the order of floating-point sums across processes differs
     assert [m["loss"] for m in multi] == pytest.approx([m["loss"] for m in single], rel=1e-5)
-    env = json.loads((workdir / "two" / "env.json").read_text())
+    env = RunDir(workdir / "two").env()
     assert env["process_count"] == 2 and len(env["devices"]) == 8
     # process 0 wrote the folder; each process kept its own log
     assert (workdir / "two" / "runner.log").is_file()
     assert "process 1 of 2" in (workdir / "two" / "runner.process1.log").read_text()
     assert len(list((workdir / "two" / "wandb").glob("offline-run-*"))) == 1
-    assert json.loads((workdir / "two" / "summary.json").read_text())["status"] == "finished"
+    assert RunDir(workdir / "two").finished
 
 
 def test_a_peer_that_never_starts_ends_the_other_with_a_clear_error(workdir):
@@ -94,8 +97,7 @@ def test_a_peer_that_dies_ends_the_other_within_a_bounded_time(workdir):
     # JAX's heartbeat check or the broken collective, whichever notices first; both say why
     assert ("another process of this program stopped" in err
             or "another task died" in err), err[-2000:]
-    status = json.loads((workdir / "cut" / "summary.json").read_text())["status"]
-    assert status != "finished"
+    assert not RunDir(workdir / "cut").finished
 
 
 def test_submitit_sweep_of_two_process_jobs(workdir):
@@ -105,7 +107,7 @@ def test_submitit_sweep_of_two_process_jobs(workdir):
                    env={"XLA_FLAGS": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = workdir / "sweep" / "0"
-    assert json.loads((job / "summary.json").read_text())["status"] == "finished"
-    assert json.loads((job / "env.json").read_text())["process_count"] == 2
+    assert RunDir(job).finished
+    assert RunDir(job).env()["process_count"] == 2
     assert "process 1 of 2 (submitit local job" in (job / "runner.process1.log").read_text()
     assert [m["step"] for m in metrics(job)] == [4, 8, 12]

@@ -12,14 +12,13 @@ LAYOUT_FILES = sorted(p.stem for p in (CONF / "layout").glob("*.yaml"))
 def _built(cfg):
     import keras
 
-    from runner import layout, mesh, model, optim, train
+    from runner import layout, model, optim
+    from runner.plan.assemble import make_plan
 
     keras.backend.clear_session()
-    the_plan, rules = train.make_plan(cfg, len(keras.distribution.list_devices()))
-    distribution = keras.distribution.ModelParallel(
-        layout_map=layout.build_layout_map(rules, mesh.build_mesh(cfg.mesh)),
-        batch_dim_name=cfg.mesh.batch_axis)
-    with distribution.scope():
+    devices = keras.distribution.list_devices()
+    the_plan, rules = make_plan(cfg, len(devices))
+    with layout.distribution(cfg.mesh, rules, devices).scope():
         causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
         optimizer = optim.build_optimizer(cfg.optimizer)
         optimizer.build(causal_lm.trainable_variables)
@@ -31,7 +30,7 @@ def _built(cfg):
     ["quant=int8", "lora=rank16"], ["train.precision=bfloat16"],
 ], ids=["auto-2x4", "rules-1x8", "auto-8x1", "full-sgd", "int8-lora16", "bfloat16"])
 def test_plan_equals_placement(overrides):
-    from runner.train import actual_specs
+    from runner.plan.placement import actual_specs
 
     the_plan, variables = _built(compose(*overrides))
     assert the_plan.problems == []
@@ -71,42 +70,16 @@ def test_every_layout_file_is_covered():
 
 @pytest.mark.parametrize("name,model", [(n, m) for n, ms in LAYOUT_MODELS.items() for m in ms])
 def test_every_layout_rule_matches_the_models_it_is_used_with(name, model):
-    from runner import train
+    from runner.plan.assemble import make_plan
 
     cfg = compose(f"layout={name}", f"model={model}", "mesh=2x4")
-    the_plan, rules = train.make_plan(cfg, 8)
+    the_plan, rules = make_plan(cfg, 8)
     used = {e.rule for e in the_plan.entries}
     assert rules and all(r.name in used for r in rules), [r.name for r in rules
                                                           if r.name not in used]
     assert the_plan.problems == []
     split = {e.path for e in the_plan.entries if e.kind == "weight" and any(e.spec)}
     assert "token_embedding/embeddings" in split or model.startswith("llama3")
-
-
-def test_token_metrics_ignore_padding():
-    import numpy as np
-
-    from runner.metrics import TokenMetrics, flat
-
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(2, 5, 7)).astype("float32")
-    labels = rng.integers(0, 7, size=(2, 5))
-    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]], dtype="float32")
-    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    nll = -np.take_along_axis(logp, labels[..., None], -1)[..., 0]
-    masked = (nll * mask).sum() / mask.sum()
-    metric = TokenMetrics()
-    metric.update_state(labels, logits, mask)
-    first = {k: float(v) for k, v in flat({"m": metric.result()}).items()}
-    assert first["token_loss"] == pytest.approx(masked, rel=1e-5)
-    assert first["tokens"] == 7
-    metric.update_state(labels, logits, np.ones_like(mask))  # token_loss/tokens: latest step only
-    second = {k: float(v) for k, v in metric.result().items()}
-    assert second["token_loss"] == pytest.approx(nll.mean(), rel=1e-5)
-    assert second["tokens"] == 10
-    # ...mean_token_loss: every token since the reset, each weighted once (7 + 10 tokens)
-    assert second["mean_token_loss"] == pytest.approx(
-        ((nll * mask).sum() + nll.sum()) / 17, rel=1e-5)
 
 
 def test_precision_sets_weight_dtypes_and_bytes():
@@ -117,20 +90,3 @@ def test_precision_sets_weight_dtypes_and_bytes():
     by_mixed = {e.path: e for e in mixed.entries}
     assert by_half[emb].dtype == "bfloat16" and by_mixed[emb].dtype == "float32"
     assert by_half[emb].bytes_per_device * 2 == by_mixed[emb].bytes_per_device
-
-
-def test_lora_alpha_is_honoured_exactly():
-    import numpy as np
-    from keras import ops
-
-    from runner import model
-
-    cfg = compose("lora.rank=4", "lora.alpha=8", "lora.targets=[query]")
-    causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
-    layers = [l for l in causal_lm.backbone._flatten_layers() if getattr(l, "lora_enabled", 0)]
-    assert {l.name for l in layers} == {"query"} and len(layers) == 4
-    layer = layers[0]
-    layer.lora_kernel_b.assign(np.ones(layer.lora_kernel_b.shape, "float32"))
-    a, b = ops.convert_to_numpy(layer.lora_kernel_a), ops.convert_to_numpy(layer.lora_kernel_b)
-    expected = ops.convert_to_numpy(layer._kernel) + (8 / 4) * np.einsum("hdr,rk->hdk", a, b)
-    assert np.allclose(ops.convert_to_numpy(layer.kernel), expected, atol=1e-6)

@@ -19,6 +19,7 @@ def _plan(*overrides):
     return plan_for(compose(*overrides))
 
 
+@pytest.mark.slow
 def test_plans_a_27b_model_on_a_4x16_mesh_this_machine_does_not_have(workdir):
     out = workdir / "plan.json"
     result = run_cli("model=gemma2_27b_en", "mesh.shape=[4,16]", "plan.accelerator=tpu-v5p",
@@ -44,6 +45,7 @@ def test_plans_a_27b_model_on_a_4x16_mesh_this_machine_does_not_have(workdir):
     assert peak < 4, result.stdout[-500:]
 
 
+@pytest.mark.slow
 def test_every_problem_is_listed_with_its_fix_and_exits_2(workdir):
     result = run_cli(
         "model=gemma_2b_en", "mesh=2x4", "layout=gemma_model_parallel", "train.batch_size=3",
@@ -67,8 +69,9 @@ def test_every_problem_is_listed_with_its_fix_and_exits_2(workdir):
     assert "train.batch_size=3 does not divide by the mesh's batch axis 'batch' (size 2)" in problems
 
 
+@pytest.mark.slow
 def test_summary_all_and_json_agree_with_the_training_runs_plan(workdir):
-    from runner import train
+    from runner.plan.assemble import make_plan
 
     out = workdir / "plan.json"
     summary = run_cli("--json", str(out), cwd=workdir, module="runner.plan", timeout=180)
@@ -80,7 +83,7 @@ def test_summary_all_and_json_agree_with_the_training_runs_plan(workdir):
     assert "this machine" in summary.stdout and "No problems found." in summary.stdout
 
     cfg = compose()
-    the_plan, _ = train.make_plan(cfg, 8)
+    the_plan, _ = make_plan(cfg, 8)
     planned = json.loads(out.read_text())
     assert [(e["path"], tuple(e["spec"]), e["bytes_per_device"]) for e in planned["entries"]] == \
         [(e.path, e.spec, e.bytes_per_device) for e in the_plan.entries]
@@ -102,9 +105,9 @@ def test_summary_all_and_json_agree_with_the_training_runs_plan(workdir):
     ("gemma2_2b_en", 2_617_270_528, 2_928_640),
 ])
 def test_parameter_counts_match_the_published_lora_rank_4_guides(model, total, trainable):
-    from runner import train
+    from runner.plan.assemble import make_plan
 
-    the_plan, _ = train.make_plan(compose(f"model={model}", "lora=rank4", "mesh=8x1"), 8)
+    the_plan, _ = make_plan(compose(f"model={model}", "lora=rank4", "mesh=8x1"), 8)
     assert (the_plan.total_params, the_plan.trainable_params) == (total, trainable)
 
 
@@ -140,12 +143,12 @@ def test_memory_scales_with_batch_and_splits_over_the_mesh():
 def test_activation_estimate_tracks_what_xla_allocates(batch, length):
     """The estimate against XLA's own temp-buffer size for the compiled gradient step of the tiny
     model on one device (CPU): the formula must stay within a factor of 1.5 either way."""
-    from runner import train
+    from runner.plan.assemble import estimate_memory, make_plan
 
     cfg = compose("mesh.shape=[1,1]", f"train.batch_size={batch}",
                   f"train.sequence_length={length}")
-    the_plan, _ = train.make_plan(cfg, 1)
-    estimate = train.memory_per_device(cfg, the_plan).activations
+    the_plan, _ = make_plan(cfg, 1)
+    estimate = estimate_memory(cfg, the_plan).activations
     compiled = compiled_gradient_step(cfg, batch, length)
     xla = compiled.memory_analysis().temp_size_in_bytes
     assert 1 / 1.5 < estimate / xla < 1.5, (estimate, xla)
@@ -166,3 +169,20 @@ def test_layer_patterns_collapse_the_layer_index_only(path, pattern):
     from runner.plan import layer_pattern
 
     assert layer_pattern(path) == pattern
+
+
+def test_the_plan_reports_the_check_stages_problems_too():
+    """runner.plan runs the same check stage as a run: a dataset split that does not exist and
+    a merged preset from a quantized base are listed beside the sharding problems."""
+    result = _plan("dataset.split=nope", "quant=int8", "mesh=data_parallel",
+                   "train.save_merged_preset=true")
+    problems = result["plan"].problems
+    assert any("dataset.split='nope' is not a split of tiny_reviews" in p for p in problems)
+    assert any("train.save_merged_preset needs LoRA on a base that is not quantized" in p
+               for p in problems)
+
+
+def test_a_dataset_not_prepared_here_is_a_note_not_a_problem():
+    result = _plan("dataset=imdb_reviews")  # planning a pod run from a laptop without the data
+    assert result["plan"].problems == []
+    assert any("imdb_reviews is not prepared here" in n for n in result["notes"])

@@ -3,7 +3,6 @@ recorded, the report, exact reruns, checkpoints that survive SIGKILL (LoRA runs 
 sweeps, and the submitit and Optuna plugins."""
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -15,21 +14,24 @@ import pytest
 import yaml
 
 from conftest import run_cli
+from runner.rundir import RunDir
 from wandb_records import read_records
+
+pytestmark = pytest.mark.slow
 
 FAST = ["train.steps=6", "train.log_every=2", "generate.prompts=[]", "train.save_adapter=false"]
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return RunDir(run_dir).metrics()
 
 
 def summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
+    return RunDir(run_dir).summary()
 
 
 def overrides(job_dir: Path) -> list[str]:
-    return yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+    return RunDir(job_dir).overrides()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +103,7 @@ def test_rerun_from_the_folder_reproduces_the_metrics_exactly(sweep):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "reproduced: metrics.jsonl identical" in proc.stdout
     assert metrics(workdir / "again") == metrics(workdir / "solo")
-    env = json.loads((workdir / "again" / "env.json").read_text())
+    env = RunDir(workdir / "again").env()
     assert env["git"]["commit"] and "dirty" in env["git"] and env["process_count"] == 1
 
 
@@ -128,12 +130,14 @@ CUT = ["train.steps=60", "train.checkpoint_every=10", "train.log_every=5", "gene
 
 
 def test_a_killed_lora_run_resumes_to_the_same_final_loss(workdir):
+    """...also when the resumed command changes operational keys only (tracking, caches)."""
     full = run_cli(*CUT, "hydra.run.dir=full", cwd=workdir, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
     _kill_when(_popen([*CUT, "hydra.run.dir=cut"], workdir),
                workdir / "cut" / "checkpoints" / "step_00000020" / "meta.json")
     assert summary(workdir / "cut")["status"] == "running"  # cut mid-epoch, not finished
-    resumed = run_cli(*CUT, "hydra.run.dir=cut", cwd=workdir, timeout=600)
+    resumed = run_cli(*CUT, "hydra.run.dir=cut", "tracking.mode=offline",
+                      "compilation_cache_dir=cache", cwd=workdir, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = summary(workdir / "cut")
     assert after["status"] == "finished" and after["resumed_from_step"] >= 20
@@ -164,7 +168,7 @@ def test_submitit_runs_each_job_as_its_own_process(workdir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = [workdir / "sweep" / n for n in ("0", "1")]
     assert all(summary(j)["status"] == "finished" for j in jobs)
-    pids = {json.loads((j / "env.json").read_text())["pid"] for j in jobs}
+    pids = {RunDir(j).env()["pid"] for j in jobs}
     assert len(pids) == 2
 
 

@@ -9,11 +9,12 @@ from conftest import compiled_gradient_step, compose
 def test_model_flops_match_xla_cost_analysis(overrides):
     """PaLM-style model FLOPs (6 per trainable weight, 4 per frozen one, plus attention) against
     XLA's own FLOP count of the compiled gradient step of the tiny model."""
-    from runner import flops, train
+    from runner import flops
+    from runner.plan.assemble import make_plan
 
     batch, length = 8, 64
     cfg = compose("mesh.shape=[1,1]", *overrides)
-    the_plan, _ = train.make_plan(cfg, 1)
+    the_plan, _ = make_plan(cfg, 1)
     per_step = flops.flops_per_token(the_plan.dimensions, the_plan.total_params,
                                      the_plan.trainable_params, length) * batch * length
     cost = compiled_gradient_step(cfg, batch, length).cost_analysis()

@@ -8,8 +8,9 @@ differs from the variable's (Keras pads it silently), an axis the mesh does not 
 not divisible by its mesh axis, a batch not divisible by the batch axis.
 
 The same plan is the source of sharding.tsv and of the W&B sharding table, and of
-`python -m runner.plan` (runner/plan/__main__.py), which adds memory totals (runner/plan/memory.py)
-and prints it (runner/plan/report.py).
+`python -m runner.plan` (runner/plan/__main__.py). runner/plan/assemble.py makes a run's plan from
+its config; memory.py adds bytes per device, report.py prints it, placement.py checks it against
+where JAX put every variable.
 """
 
 from __future__ import annotations
@@ -159,8 +160,9 @@ def _entry(path, shape, dtype, kind, trainable, rule, axis_sizes) -> Entry:
                  spec=spec, rule=rule.name if rule else "-", bytes_per_device=nbytes // split)
 
 
-def make_plan(variables, optimizer_variables, rules: Sequence[Rule], axis_sizes: dict[str, int],
-              batch_size: Optional[int] = None, batch_axis: Optional[str] = None) -> Plan:
+def plan_variables(variables, optimizer_variables, rules: Sequence[Rule],
+                   axis_sizes: dict[str, int], batch_size: Optional[int] = None,
+                   batch_axis: Optional[str] = None) -> Plan:
     """variables: the model's (stateless) variables; optimizer_variables: the optimizer's,
     built over the trainable ones. Optimizer slots take their reference variable's layout,
     as keras BaseOptimizer.add_variable_from_reference does."""

@@ -95,10 +95,26 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
+
+    keras.utils.set_random_seed(args.seed)
+    model = pretrain(args.steps, args.batch_size, args.seed)
+    for prompt in ["The river", "The film"]:
+        print(repr(model.generate(prompt, max_length=40)))
+    sha = weights_sha256(model)
+    print(f"weights_sha256 {sha}")
+    if args.check:
+        shipped = json.loads((DEFAULT_OUT / "tiny_gemma.json").read_text())["weights_sha256"]
+        print("MATCHES the shipped preset" if sha == shipped else f"DIFFERS from shipped {shipped}")
+        raise SystemExit(0 if sha == shipped else 1)
+    save(model, args, sha)
+
+
+def pretrain(steps: int, batch_size: int, seed: int):
+    """A GemmaCausalLM with a SentencePiece tokenizer trained on the corpus, pretrained on it."""
+    import keras
     import keras_hub
     import tensorflow as tf
 
-    keras.utils.set_random_seed(args.seed)
     corpus = ASSETS / "corpus" / "pretrain.txt"
     tokenizer = keras_hub.models.GemmaTokenizer(
         proto=train_tokenizer(corpus, ARCHITECTURE["vocabulary_size"]))
@@ -109,13 +125,13 @@ def main(argv: list[str] | None = None) -> None:
 
     lines = [ln for ln in corpus.read_text(encoding="utf-8").splitlines() if ln.strip()]
     ds = (tf.data.Dataset.from_tensor_slices(lines)
-          .shuffle(len(lines), seed=args.seed)
+          .shuffle(len(lines), seed=seed)
           .repeat()
-          .batch(args.batch_size, drop_remainder=True)
-          .take(args.steps))  # raw text: CausalLM.fit applies the attached preprocessor
+          .batch(batch_size, drop_remainder=True)
+          .take(steps))  # raw text: CausalLM.fit applies the attached preprocessor
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, args.steps - args.steps // 15), warmup_target=3e-3,
-        warmup_steps=args.steps // 15, alpha=0.05)
+        0.0, decay_steps=max(1, steps - steps // 15), warmup_target=3e-3,
+        warmup_steps=steps // 15, alpha=0.05)
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(
@@ -124,17 +140,15 @@ def main(argv: list[str] | None = None) -> None:
         sampler="greedy",
     )
     start = time.time()
-    model.fit(ds, epochs=1, steps_per_epoch=args.steps, verbose=2)
-    print(f"trained {args.steps} steps in {time.time() - start:.0f}s")
-    for prompt in ["The river", "The film"]:
-        print(repr(model.generate(prompt, max_length=40)))
+    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=2)
+    print(f"trained {steps} steps in {time.time() - start:.0f}s")
+    return model
 
-    sha = weights_sha256(model)
-    print(f"weights_sha256 {sha}")
-    if args.check:
-        shipped = json.loads((DEFAULT_OUT / "tiny_gemma.json").read_text())["weights_sha256"]
-        print("MATCHES the shipped preset" if sha == shipped else f"DIFFERS from shipped {shipped}")
-        raise SystemExit(0 if sha == shipped else 1)
+
+def save(model, args, sha: str) -> None:
+    import keras
+    import keras_hub
+
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_to_preset(str(args.out))
     (args.out / "tiny_gemma.json").write_text(json.dumps({

@@ -1,0 +1,100 @@
+"""The check stage: everything that can be checked with no weights, before any is loaded.
+
+A training run calls it right after claiming its folder and stops at the first problem;
+`python -m runner.plan` calls it too and lists every problem beside the sharding plan's. What it
+covers: every value in its domain (runner.config.validate), combinations Keras cannot do, the
+optimizer group, the preset (a checkpoint the runner can read, with its tokenizer files), the dataset (it exists or can be had, its splits, its features against the text
+field and templates), what the run must leave at the end (a merged preset needs an unquantized
+base and one process), and, for a run, the tracking mode. The sharding plan (runner/plan/) adds
+its own checks: rules, divisibility, batch axis, memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runner.errors import UserError
+
+
+@dataclass(frozen=True)
+class Findings:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be checked here, and why
+
+    def raise_first(self) -> None:
+        if self.problems:
+            more = len(self.problems) - 1
+            suffix = f" (and {more} more problem{'s' * (more > 1)}; see `python -m runner.plan`)" \
+                if more else ""
+            raise UserError(self.problems[0] + suffix)
+
+
+def _collect(found: list[str], check, *args) -> None:
+    try:
+        check(*args)
+    except UserError as exc:
+        found.append(str(exc))
+
+
+def run_checks(cfg, n_devices: int, process_count: int = 1,
+               for_training: bool = True) -> Findings:
+    """Every check that needs no weights, for a run on n_devices. for_training=False (planning):
+    a dataset that is not prepared here is a note, not a problem, and nothing is downloaded;
+    tracking is not checked."""
+    from runner import config, data, mesh, model, optim
+
+    problems: list[str] = []
+    _collect(problems, config.validate, cfg)
+    try:
+        model_axis_size = mesh.axis_sizes(cfg.mesh, n_devices)[cfg.mesh.model_axis]
+    except UserError as exc:
+        problems.append(str(exc))
+        model_axis_size = 1
+    _collect(problems, model.check_supported, cfg.quant, cfg.lora, model_axis_size)
+    _collect(problems, optim.check, cfg.optimizer)
+    _collect(problems, _preset, cfg.model)
+    _collect(problems, _artifacts, cfg, process_count)
+    if for_training:
+        from runner.tracking import preflight
+
+        _collect(problems, preflight, cfg.tracking)
+    notes: list[str] = []
+    try:
+        builder = data.open_builder(cfg.dataset, download=for_training)
+    except UserError as exc:
+        problems.append(str(exc))
+    else:
+        if builder is None:
+            notes.append(f"dataset.name={cfg.dataset.name} is not prepared here, so its splits "
+                         "and features were not checked")
+        else:
+            problems += data.problems(cfg.dataset, builder)
+    return Findings(problems, notes)
+
+
+def _preset(model_cfg) -> None:
+    """The preset is a checkpoint the runner can read (runner.presets.describe), and a Hugging
+    Face folder has its tokenizer files."""
+    from pathlib import Path
+
+    from runner.hf.folder import tokenizer_problem
+    from runner.presets import TRANSFORMERS, describe
+
+    described = describe(model_cfg)
+    if described.kind == TRANSFORMERS and Path(described.location).is_dir():
+        problem = tokenizer_problem(Path(described.location), described.family)
+        if problem:
+            raise UserError(problem)
+
+
+def _artifacts(cfg, process_count: int) -> None:
+    """What the run must write at its end, checked before it starts rather than after it trains."""
+    if not cfg.train.save_merged_preset:
+        return
+    if cfg.lora.rank == 0 or cfg.quant.mode != "none":
+        raise UserError("train.save_merged_preset needs LoRA on a base that is not "
+                        "quantized (lora.rank > 0, quant=none)")
+    if process_count > 1:
+        raise UserError("train.save_merged_preset is not supported in a multi-process run; "
+                        "merge later from the adapter (python -m runner.generate) or run with "
+                        "one process")

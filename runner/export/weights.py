@@ -1,0 +1,48 @@
+"""A trained keras-hub backbone -> transformers' state dict, through the converter's own map
+(runner.hf.ports): the merged model's tensors, and per LoRA layer its Hugging Face module."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runner.hf.ports import Port, record
+
+
+def hf_shapes(hf_config: dict) -> dict:
+    """Every tensor shape of transformers' model for `hf_config`, with no memory behind them
+    (the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**hf_config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return {key: tuple(t.shape) for key, t in model.state_dict().items()}
+
+
+def ports(family: str, numbers: dict, hf_config: dict) -> list[Port]:
+    """The converter's map for this architecture, recorded on a backbone with no memory and no
+    LoRA (the converters port `.kernel`, which LoRA turns into a computed value)."""
+    from runner import model
+
+    with model.no_memory_scope():
+        blank = model.backbone_class(family)(**numbers, dtype="float32")
+    from runner.hf.folder import converter
+
+    return record(converter(family), blank, hf_config, hf_shapes(hf_config))
+
+
+def values(backbone, merged: bool = True) -> dict:
+    """Every weight by path; merged: LoRA added in (an adapted layer's `kernel` is the kernel
+    plus scale A B), else the untouched base."""
+    values = {v.path: v for v in backbone.variables}
+    for layer in backbone._flatten_layers(include_self=False):
+        if merged and getattr(layer, "lora_enabled", False):
+            values[layer._kernel.path] = layer.kernel
+    return {path: np.asarray(value, dtype=np.float32) for path, value in values.items()}
+
+
+def state_dict(backbone, port_list: list[Port], merged: bool = True) -> dict:
+    """transformers' tensors (float32) of the backbone (see `values`)."""
+    by_path = values(backbone, merged)
+    return {p.hf_key: np.ascontiguousarray(p.to_hf(by_path[p.path])) for p in port_list}

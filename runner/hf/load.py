@@ -1,0 +1,48 @@
+"""A Hugging Face checkpoint folder -> a keras-hub CausalLM with exactly its weights.
+
+keras-hub's own from_preset does the same through its converters; this goes through them too
+(backbone numbers, weight map, tokenizer) but assigns every tensor through runner.hf.ports, so no
+converter hook can change a value (convert_mistral casts to float16), and it passes the
+config fields the converters drop (runner.hf.folder.keras_numbers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keras_hub.src.utils.transformers.safetensor_utils import SafetensorLoader
+
+from runner import upstream
+from runner.families import FAMILIES
+from runner.hf import folder as hf_folder
+from runner.hf.ports import port
+
+
+class _ExactLoader(SafetensorLoader):
+    """keras-hub's safetensors reader (shards, key prefixes), with exact placement."""
+
+    def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
+        tensor = self.get_tensor(hf_weight_key)
+        mapped = port(keras_variable, hf_weight_key, tensor.shape, hook_fn)
+        keras_variable.assign(mapped.to_keras(tensor))
+
+
+def load_weights(backbone, family: str, location: str) -> None:
+    hf_config = hf_folder.read_config(Path(location))
+    with _ExactLoader(location) as loader:
+        hf_folder.converter(family).convert_weights(backbone, loader, hf_config)
+
+
+def causal_lm(location: str, family: str, numbers: dict, dtype: str):
+    """The CausalLM (with its tokenizer and preprocessor) of the checkpoint at `location`."""
+    import keras_hub
+
+    classes = FAMILIES[family]
+    backbone = getattr(keras_hub.models, classes.backbone)(**numbers, dtype=dtype)
+    upstream.correct(backbone)
+    load_weights(backbone, family, location)
+    tokenizer_cls = getattr(keras_hub.models, classes.prefix + "Tokenizer")
+    tokenizer = hf_folder.converter(family).convert_tokenizer(tokenizer_cls, location)
+    preprocessor = getattr(keras_hub.models, classes.prefix + "CausalLMPreprocessor")(tokenizer)
+    return getattr(keras_hub.models, classes.prefix + "CausalLM")(
+        backbone=backbone, preprocessor=preprocessor)

@@ -1,0 +1,81 @@
+"""The exact map between a keras-hub backbone's variables and transformers' tensors, read off
+keras-hub's own converters (keras_hub/src/utils/transformers/convert_*.py).
+
+A converter calls `loader.port_weight(keras_variable, hf_weight_key, hook_fn)` for every weight,
+where the hook reshapes and transposes the Hugging Face tensor into the Keras shape. Instead of
+tensors we hand the hook an array of positions (0 .. n-1 in the Hugging Face tensor's shape); what
+comes back says, for every Keras element, which Hugging Face element it is. That one map serves
+both directions: import takes `hf.flat[index]`, export scatters `hf.flat[index] = keras`. It
+is checked to be a permutation, so both directions are exact by construction.
+
+Two upstream faults this avoids: convert_mistral's hooks cast every tensor to float16 (a
+float32 or bfloat16 checkpoint loses precision and range), and keras-hub's exporters
+(export/gemma.py) keep only the first key/value head of multi-head Gemma models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from runner.errors import UserError
+
+
+class _Positions(np.ndarray):
+    """Positions a hook may reshape and transpose; a cast (convert_mistral's float16) is
+    ignored, because positions are not values and must stay exact."""
+
+    def astype(self, dtype, *args, **kwargs):  # noqa: ARG002 - the cast is deliberately dropped
+        return self
+
+
+@dataclass(frozen=True)
+class Port:
+    path: str  # the Keras variable's path, e.g. decoder_block_0/attention/query/kernel
+    hf_key: str  # the transformers state-dict key, e.g. model.layers.0.self_attn.q_proj.weight
+    hf_shape: tuple
+    index: np.ndarray  # Keras-shaped: the flat Hugging Face position of every element
+
+    def to_keras(self, hf_tensor: np.ndarray) -> np.ndarray:
+        return np.asarray(hf_tensor).reshape(-1)[self.index]
+
+    def to_hf(self, keras_value: np.ndarray) -> np.ndarray:
+        out = np.empty(math.prod(self.hf_shape), dtype=keras_value.dtype)
+        out[self.index.reshape(-1)] = np.asarray(keras_value).reshape(-1)
+        return out.reshape(self.hf_shape)
+
+
+def port(keras_variable, hf_key: str, hf_shape, hook_fn) -> Port:
+    """The Port a converter's `port_weight(keras_variable, hf_key, hook_fn)` call describes."""
+    shape = tuple(int(n) for n in hf_shape)
+    positions = np.arange(math.prod(shape), dtype=np.int64).reshape(shape).view(_Positions)
+    if hook_fn is not None:
+        positions = hook_fn(positions, list(keras_variable.shape))
+    index = np.asarray(positions, dtype=np.int64).reshape(tuple(keras_variable.shape))
+    if not np.array_equal(np.sort(index, axis=None), np.arange(math.prod(shape))):
+        raise RuntimeError(f"keras-hub's map of {hf_key} is not a permutation")
+    return Port(keras_variable.path, hf_key, shape, index)
+
+
+class _Recorder:
+    """Stands in for keras-hub's SafetensorLoader and records a Port per port_weight call."""
+
+    def __init__(self, hf_shapes: dict):
+        self.hf_shapes = hf_shapes
+        self.ports: list[Port] = []
+
+    def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
+        if hf_weight_key not in self.hf_shapes:
+            raise UserError(f"transformers' model has no tensor {hf_weight_key}, which "
+                            "keras-hub's converter maps; the exported config does not match")
+        self.ports.append(port(keras_variable, hf_weight_key, self.hf_shapes[hf_weight_key],
+                               hook_fn))
+
+
+def record(converter, backbone, hf_config: dict, hf_shapes: dict) -> list[Port]:
+    """Every Port of `backbone` (built with no LoRA, whose kernels are plain variables)."""
+    recorder = _Recorder(hf_shapes)
+    converter.convert_weights(backbone, recorder, hf_config)
+    return recorder.ports

@@ -1,0 +1,24 @@
+"""The plan is what sharding.tsv and W&B report: after the model and optimizer are built (and
+after a checkpoint is restored), it must be what JAX actually did with every variable."""
+
+from __future__ import annotations
+
+from runner.plan import Plan
+
+
+def actual_specs(variables) -> dict[str, tuple]:
+    """path -> partition spec as JAX placed it, padded to the variable's rank."""
+    specs = {}
+    for v in variables:
+        spec = tuple(v.value.sharding.spec)
+        specs[v.path] = spec + (None,) * (len(v.shape) - len(spec))
+    return specs
+
+
+def verify_placement(the_plan: Plan, variables) -> None:
+    planned = {e.path: e.spec for e in the_plan.entries}
+    wrong = [f"{p}: planned {planned.get(p)}, placed {s}"
+             for p, s in actual_specs(variables).items() if planned.get(p) != s]
+    if wrong:
+        raise RuntimeError("sharding plan and placement disagree (a runner bug):\n"
+                           + "\n".join(wrong[:10]))

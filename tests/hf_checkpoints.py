@@ -1,0 +1,100 @@
+"""Tiny Hugging Face checkpoints, written by transformers' own save_pretrained, one per family
+the runner trains, with a real tokenizer trained here (SentencePiece for the Gemma and Mistral
+families, byte-level BPE for Llama 3 and Qwen), so tests import what a user downloads."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+VOCAB = 320  # tokenizer and model vocabulary size
+TEXT = [f"{w} {i} {w[::-1]} the quick brown fox jumps over the lazy dog {i * 7}"
+        for i, w in enumerate(["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta",
+                               "theta", "iota", "kappa"] * 20)]
+
+# transformers config class, extra config fields, tokenizer kind
+KINDS = {
+    "gemma": ("GemmaConfig", {"head_dim": 16}, "gemma_spm"),
+    "gemma2": ("Gemma2Config", {"head_dim": 16, "sliding_window": 32,
+                                "query_pre_attn_scalar": 16}, "gemma_spm"),
+    "gemma3": ("Gemma3TextConfig", {"head_dim": 16, "sliding_window": 32,
+                                    "query_pre_attn_scalar": 16}, "gemma_spm"),
+    "llama": ("LlamaConfig", {"rms_norm_eps": 1e-5, "rope_theta": 500000.0}, "llama3_bpe"),
+    "mistral": ("MistralConfig", {"rms_norm_eps": 1e-5}, "mistral_spm"),
+    "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}, "qwen_bpe"),
+    "qwen3": ("Qwen3Config", {"head_dim": 16}, "qwen_bpe"),
+}
+
+
+def _sentencepiece(path: Path, pieces: dict, extra: list) -> None:
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TEXT), model_writer=model, vocab_size=VOCAB, model_type="bpe",
+        user_defined_symbols=extra, byte_fallback=False, minloglevel=2, **pieces)
+    (path / "tokenizer.model").write_bytes(model.getvalue())
+
+
+def _bpe(path: Path, special: list, bos, eos) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB - len(special), special_tokens=[],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TEXT, trainer)
+    tok.add_special_tokens(special)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos)
+    fast.save_pretrained(str(path))
+
+
+def _tokenizer(kind: str, path: Path) -> None:
+    if kind == "gemma_spm":
+        _sentencepiece(path, dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
+                                  eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>"),
+                       ["<start_of_turn>", "<end_of_turn>"])
+    elif kind == "mistral_spm":
+        _sentencepiece(path, dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1), ["[INST]", "[/INST]"])
+    elif kind == "llama3_bpe":
+        _bpe(path, ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                    "<|end_header_id|>", "<|eot_id|>"], "<|begin_of_text|>", "<|end_of_text|>")
+    else:
+        _bpe(path, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|endoftext|>")
+
+
+def make(kind: str, path: Path, kv_heads: int = 2, seed: int = 0) -> Path:
+    """A checkpoint folder of `kind` (a key of KINDS): config.json, model.safetensors (float32)
+    and tokenizer files, with 2 layers, 4 query heads and `kv_heads` key/value heads."""
+    import torch
+    import transformers
+
+    config_cls, extra, tokenizer = KINDS[kind]
+    config = getattr(transformers, config_cls)(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=256,
+        **extra)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    with torch.no_grad():  # norms start at 0 or 1 in transformers; random ones test the map
+        for name, tensor in model.named_parameters():
+            if tensor.ndim == 1:
+                tensor.uniform_(0.5, 1.5)
+    path = Path(path)
+    model.save_pretrained(str(path))
+    _tokenizer(tokenizer, path)
+    return path
+
+
+def hf_logits(path: Path, token_ids) -> "numpy.ndarray":  # noqa: F821
+    """transformers' float32 logits for a batch of token ids."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path),
+                                                              torch_dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        return model(torch.tensor(token_ids)).logits.numpy()

@@ -12,11 +12,13 @@ from runner.rundir import ADAPTER, PROBE, RunDir
 
 
 def save(causal_lm, folder: RunDir, probe) -> Path:
-    """keras-hub's LoRA file, plus the probe (token ids, logits) a reload must reproduce."""
+    """keras-hub's LoRA file, plus the probe (token ids, padding mask, logits) a reload must
+    reproduce."""
     causal_lm.backbone.save_lora_weights(str(folder / ADAPTER))
     if probe is not None:  # None in multi-process runs (logits span processes)
-        token_ids, logits = probe
-        np.savez(folder / PROBE, token_ids=token_ids, logits=logits)
+        inputs, logits = probe
+        np.savez(folder / PROBE, token_ids=inputs["token_ids"],
+                 padding_mask=inputs["padding_mask"], logits=logits)
     return folder / ADAPTER
 
 

@@ -3,10 +3,11 @@
 A training run calls it right after claiming its folder and stops at the first problem;
 `python -m runner.plan` calls it too and lists every problem beside the sharding plan's. What it
 covers: every value in its domain (runner.config.validate), combinations Keras cannot do, the
-optimizer group, the preset (a checkpoint the runner can read, with its tokenizer files), the dataset (it exists or can be had, its splits, its features against the text
-field and templates), what the run must leave at the end (a merged preset needs an unquantized
-base and one process), and, for a run, the tracking mode. The sharding plan (runner/plan/) adds
-its own checks: rules, divisibility, batch axis, memory.
+optimizer group, the preset (a checkpoint the runner can read, with its tokenizer files), the
+dataset (it exists or can be had, its splits, its features against the text field and
+templates), what the run must leave at the end (a merged preset or a Hugging Face export needs
+an unquantized base and one process), and, for a run, the tracking mode. The sharding plan
+(runner/plan/) adds its own checks: rules, divisibility, batch axis, memory.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def _preset(model_cfg) -> None:
 
 def _artifacts(cfg, process_count: int) -> None:
     """What the run must write at its end, checked before it starts rather than after it trains."""
+    if cfg.train.export_hf:
+        _export_preconditions(cfg, process_count)
     if not cfg.train.save_merged_preset:
         return
     if cfg.lora.rank == 0 or cfg.quant.mode != "none":
@@ -98,3 +101,18 @@ def _artifacts(cfg, process_count: int) -> None:
         raise UserError("train.save_merged_preset is not supported in a multi-process run; "
                         "merge later from the adapter (python -m runner.generate) or run with "
                         "one process")
+
+
+def _export_preconditions(cfg, process_count: int) -> None:
+    import importlib.util
+
+    if cfg.quant.mode != "none":
+        raise UserError(f"train.export_hf=true with quant={cfg.quant.mode}: export needs the "
+                        "full-precision base; use quant=none or train.export_hf=false")
+    if process_count > 1:
+        raise UserError("train.export_hf=true is not supported in a multi-process run; export "
+                        "afterwards with python -m runner.export RUN_DIR")
+    missing = [m for m in ("transformers", "torch") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"train.export_hf=true needs {' and '.join(missing)}: "
+                        "pip install 'keras-runner[export]'")

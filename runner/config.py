@@ -217,6 +217,8 @@ class TrainConfig:
     resume: bool = key(True, Flag(), operational=True)
     save_adapter: bool = key(True, Flag())  # LoRA runs: adapter.lora.h5 in the run folder
     save_merged_preset: bool = key(False, Flag())  # also a preset with the adapter merged in
+    # at the end, what `python -m runner.export` writes: Hugging Face folders in export/
+    export_hf: bool = key(False, Flag(), operational=True)
 
 
 @dataclass

@@ -199,12 +199,26 @@ def _examples(builder, dataset_cfg, split, preprocessor, sequence_length):
     return ds, packed, n
 
 
+def _text_packer(preprocessor):
+    """The preprocessor as a function of a batch of texts. Gemma 3's takes only prompt/response
+    pairs (its call indexes x["prompts"]): a text is the response to an empty prompt, which
+    gives the same tokens ([bos] + text + [eos]) and a loss on every one of them."""
+    import keras_hub
+    import tensorflow as tf
+
+    if not isinstance(preprocessor, keras_hub.models.Gemma3CausalLMPreprocessor):
+        return preprocessor
+    return lambda texts: preprocessor({"prompts": tf.fill(tf.shape(texts), ""),
+                                       "responses": texts})
+
+
 def _batched(ds, packed: bool, preprocessor, batch_size: int):
     import tensorflow as tf
 
     ds = ds.batch(batch_size, drop_remainder=True)  # static shapes: one compiled step
     if not packed:
-        ds = ds.map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(_text_packer(preprocessor), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
     return ds
 
 

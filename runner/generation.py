@@ -40,11 +40,13 @@ def generate(causal_lm, prompts, max_length: int, batch_axis_size: int) -> list[
 
 
 def probe_logits(causal_lm, preprocessor, prompts, batch_axis_size: int):
-    """(token_ids, logits) of the model on the prompts, a fixed-length batch."""
+    """(inputs, logits) of the model on the prompts, a fixed-length batch; inputs holds the
+    token_ids and the padding_mask (padded positions' logits are not comparable across
+    implementations)."""
     x = preprocessor.generate_preprocess(_padded(list(prompts), batch_axis_size),
                                          sequence_length=PROBE_LENGTH)
     import keras
 
     x = {k: np.asarray(v) for k, v in x.items()}
     logits = causal_lm(x, training=False)  # the model itself, not its preprocessing wrapper
-    return x["token_ids"], np.asarray(keras.ops.convert_to_numpy(logits), dtype="float32")
+    return x, np.asarray(keras.ops.convert_to_numpy(logits), dtype="float32")

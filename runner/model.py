@@ -7,7 +7,6 @@ through runner/hf/load.py (exact weights); everything else through keras-hub's f
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 from runner import upstream
 from runner.errors import UserError
@@ -88,6 +87,11 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
                         f"layers that take LoRA: {names}")
     for layer in adapted:
         layer.lora_alpha = lora_alpha_of(lora_cfg)
+        # Keras leaves an adapted layer's bias trainable (Qwen 2's query/key/value have one);
+        # keras-hub's adapter file does not hold it, so it would train and then be lost. LoRA
+        # as PEFT defines it (bias="none") trains A and B only.
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.trainable = False
     return sorted({layer.name for layer in adapted})
 
 

@@ -323,4 +323,9 @@ def save_artifacts(cfg, decided: Decided, built: Built) -> dict:
                                           {"preset": cfg.model.preset, "rank": cfg.lora.rank,
                                            "alpha": model.lora_alpha_of(cfg.lora)})
         saved["merged_preset"] = str(out)
+    if cfg.train.export_hf and decided.primary:
+        from runner.export.run import live_source, write
+
+        saved["export"] = write(decided.folder, live_source(cfg, lm))
+        log.info("exported: %s", ", ".join(f"{k} {v}" for k, v in saved["export"].items()))
     return saved

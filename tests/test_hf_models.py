@@ -18,6 +18,10 @@ TOLERANCE = 1e-4
 CASES = [("gemma", 2), ("gemma", 1), ("gemma2", 2), ("gemma3", 2), ("llama", 2),
          ("mistral", 2), ("qwen2", 2), ("qwen3", 2)]
 IDS = [f"{kind}-kv{kv}" for kind, kv in CASES]
+# A mesh each family's own layout fits on 8 devices with 4 query heads: keras-hub's maps for
+# Llama and Qwen 2 split the hidden size over the model axis and the heads over the batch axis;
+# the others split heads over the model axis, which the 1 or 2 kv heads do not fill.
+MESH = {"llama": "[2,4]", "qwen2": "[2,4]"}
 TOKENS = np.array([[5, 17, 33, 2, 99, 150, 7, 8, 9, 10, 11, 12, 300, 301, 0, 4]])
 
 
@@ -49,8 +53,9 @@ def test_a_transformers_checkpoint_loads_with_its_logits(checkpoints, case):
 
 
 def _train(folder: Path, cwd: Path, *extra: str) -> RunDir:
-    """`python -m runner model.preset=<folder>`: no model file, only a mesh the kv heads fit."""
-    proc = run_cli(f"model.preset={folder}", "debug=smoke", "mesh.shape=[8,1]",
+    """`python -m runner model.preset=<folder>`: no model file, only a mesh the layout fits."""
+    mesh = MESH.get(folder.name.split("-")[0], "[8,1]")
+    proc = run_cli(f"model.preset={folder}", "debug=smoke", f"mesh.shape={mesh}",
                    "tracking.mode=disabled", "train.steps=4", "optimizer.learning_rate=0.01",
                    "hydra.run.dir=run", *extra, cwd=cwd, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -87,7 +92,7 @@ def _consumer_logits(run: RunDir, token_ids):
 
 def _check_export(run: RunDir) -> None:
     probe = np.load(run / PROBE)  # the runner's own logits of the trained model, at its end
-    real = (probe["token_ids"] != 0)[..., None]  # padded positions differ by design
+    real = probe["padding_mask"][..., None]  # padded positions differ by design
     merged, with_adapter, base = _consumer_logits(run, probe["token_ids"])
     assert np.max(np.abs(merged - probe["logits"]) * real) <= TOLERANCE
     assert np.max(np.abs(with_adapter - probe["logits"]) * real) <= TOLERANCE
@@ -130,3 +135,61 @@ def test_a_keras_hub_base_exports_its_base_too(checkpoints, workdir):
     import transformers
 
     assert transformers.AutoTokenizer.from_pretrained(str(run / EXPORT / EXPORT_BASE))
+
+
+@pytest.mark.slow
+def test_export_at_the_end_of_a_run(checkpoints, workdir):
+    """train.export_hf=true: the run exports the model it has just trained, before letting go."""
+    run = _train(checkpoints["qwen3-kv2"], workdir, "train.export_hf=true")
+    assert set(run.summary()["export"]) == {"merged", "adapter"}
+    _check_export(run)
+
+
+def _bad_preset(kind: str, workdir: Path, checkpoints) -> Path:
+    folder = workdir / kind
+    folder.mkdir()
+    if kind == "not_a_checkpoint":
+        (folder / "config.json").write_text(json.dumps({"hello": 1}))
+    elif kind == "unsupported_model_type":
+        (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    else:  # a checkpoint whose tokenizer files were left behind
+        source = checkpoints["llama-kv2"]
+        for name in ("config.json", "model.safetensors"):
+            (folder / name).write_bytes((source / name).read_bytes())
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,words", [
+    ("not_a_checkpoint", ["neither a keras-hub preset", "nor a Hugging Face checkpoint"]),
+    ("unsupported_model_type", ["model_type 'bert'", "supported model types"]),
+    ("no_tokenizer", ["has no tokenizer files", "tokenizer.json+tokenizer_config.json"]),
+])
+def test_a_preset_the_runner_cannot_use_is_one_line_before_any_weight(
+        checkpoints, workdir, kind, words):
+    folder = _bad_preset(kind, workdir, checkpoints)
+    proc = run_cli(f"model.preset={folder}", "debug=smoke", "mesh.shape=[8,1]",
+                   "hydra.run.dir=run", cwd=workdir, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and all(w in errors[0] for w in words), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert RunDir(workdir / "run").summary()["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_export_refuses_what_it_cannot_export_and_writes_nothing(checkpoints, workdir):
+    failed = workdir / "failed"
+    folder = _bad_preset("no_tokenizer", workdir, checkpoints)
+    run_cli(f"model.preset={folder}", "debug=smoke", f"hydra.run.dir={failed}", cwd=workdir)
+    full = workdir / "full"  # every weight trained, no checkpoint kept
+    done = run_cli("debug=smoke", "lora=none", "tracking.mode=disabled",
+                   f"hydra.run.dir={full}", cwd=workdir, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for run, words in [(failed, "did not finish"), (workdir / "no_run", "not a run folder"),
+                       (full, "kept no checkpoint of its last step")]:
+        proc = run_cli(str(run), module="runner.export", cwd=workdir)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and words in errors[0], proc.stderr[-3000:]
+        assert not (run / EXPORT).exists()

@@ -111,6 +111,23 @@ def test_parameter_counts_match_the_published_lora_rank_4_guides(model, total, t
     assert (the_plan.total_params, the_plan.trainable_params) == (total, trainable)
 
 
+@pytest.mark.parametrize("preset,total", [("gemma_2b_en", 2_506_172_416),
+                                          ("qwen3_0.6b_en", 596_049_920)])
+def test_model_preset_alone_plans_that_preset_not_the_default_model_file(preset, total):
+    """The default model file (the tiny model) never lends its numbers to another preset: offline,
+    the architecture comes from the model file whose preset it is."""
+    from runner.plan.assemble import make_plan
+
+    the_plan, _ = make_plan(compose(f"model.preset={preset}", "lora=none", "mesh=8x1"), 8)
+    assert the_plan.total_params == total
+
+
+def test_a_preset_nothing_describes_offline_is_refused_with_the_way_to_plan_it(workdir):
+    result = run_cli("model.preset=gemma_13b_imaginary", module="runner.plan", cwd=workdir)
+    assert result.returncode == 2
+    assert "model=<file in conf/model/>" in result.stderr.strip().splitlines()[-1]
+
+
 def test_fit_verdict_and_device_memory_figures():
     from runner.errors import UserError
     from runner.plan.memory import GB

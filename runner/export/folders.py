@@ -56,6 +56,7 @@ def export_tokenizer(tokenizer, out: Path) -> list[str]:
     try:
         upstream(tokenizer, str(out))
     except ValueError as exc:
-        raise UserError(f"the tokenizer cannot be exported ({exc}); export from a Hugging Face "
-                        "base (model.preset=<its folder>), whose tokenizer files are copied") from None
+        raise UserError(f"the tokenizer cannot be exported ({exc}); train from a Hugging Face "
+                        "base (model.preset=<its folder>), whose tokenizer files are copied"
+                        ) from None
     return sorted(p.name for p in set(out.iterdir()) - before)

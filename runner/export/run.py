@@ -105,11 +105,22 @@ def _write_adapter(final: Path, source: Source, ports, base: str) -> Path:
 
 
 def export(folder: RunDir) -> dict:
-    """Write the run's export folders; returns {kind: path}."""
+    """Write a finished run's export folders; returns {kind: path}."""
+    return write(folder, load_source(folder))
+
+
+def live_source(cfg, causal_lm) -> Source:
+    """The model a run has just trained (train.export_hf: exported before it is let go)."""
+    from runner.presets import describe
+
+    return Source(cfg, describe(cfg.model), causal_lm)
+
+
+def write(folder: RunDir, source: Source) -> dict:
+    """RUN_DIR/export/{merged, adapter, base} for `source`; returns {kind: path}."""
     from runner.export import weights
     from runner.presets import TRANSFORMERS
 
-    source = load_source(folder)
     root = folder / EXPORT
     config = _hf_config(source)
     ports = weights.ports(source.described.family, source.described.numbers, config)

@@ -66,12 +66,20 @@ class _Recorder:
         self.hf_shapes = hf_shapes
         self.ports: list[Port] = []
 
+    def _full_key(self, key: str) -> str:
+        """Some converters name tensors without their prefix (convert_qwen3: "embed_tokens.weight"
+        for "model.embed_tokens.weight"); keras-hub's loader then takes the key that ends so."""
+        if key in self.hf_shapes:
+            return key
+        matches = [k for k in self.hf_shapes if k.endswith("." + key)]
+        if len(matches) != 1:
+            raise UserError(f"transformers' model has no tensor {key}, which keras-hub's "
+                            "converter maps; the exported config does not match")
+        return matches[0]
+
     def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
-        if hf_weight_key not in self.hf_shapes:
-            raise UserError(f"transformers' model has no tensor {hf_weight_key}, which "
-                            "keras-hub's converter maps; the exported config does not match")
-        self.ports.append(port(keras_variable, hf_weight_key, self.hf_shapes[hf_weight_key],
-                               hook_fn))
+        key = self._full_key(hf_weight_key)
+        self.ports.append(port(keras_variable, key, self.hf_shapes[key], hook_fn))
 
 
 def record(converter, backbone, hf_config: dict, hf_shapes: dict) -> list[Port]:

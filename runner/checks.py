@@ -53,7 +53,7 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
         model_axis_size = 1
     _collect(problems, model.check_supported, cfg.quant, cfg.lora, model_axis_size)
     _collect(problems, optim.check, cfg.optimizer)
-    _collect(problems, _preset, cfg.model)
+    _collect(problems, _preset, cfg.model, for_training)
     _collect(problems, _artifacts, cfg, process_count)
     if for_training:
         from runner.tracking import preflight
@@ -73,15 +73,18 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     return Findings(problems, notes)
 
 
-def _preset(model_cfg) -> None:
+def _preset(model_cfg, for_training: bool) -> None:
     """The preset is a checkpoint the runner can read (runner.presets.describe), and a Hugging
-    Face folder has its tokenizer files."""
+    Face folder has its tokenizer files. A plan may describe it from its model file; a run
+    needs the preset itself here."""
     from pathlib import Path
 
     from runner.hf.folder import tokenizer_problem
-    from runner.presets import TRANSFORMERS, describe
+    from runner.presets import TRANSFORMERS, describe, resolve_preset
 
     described = describe(model_cfg)
+    if for_training and described.location is None:
+        resolve_preset(model_cfg.preset)  # raises why it cannot be had here
     if described.kind == TRANSFORMERS and Path(described.location).is_dir():
         problem = tokenizer_problem(Path(described.location), described.family)
         if problem:

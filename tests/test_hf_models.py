@@ -37,6 +37,7 @@ def _runner_logits(causal_lm, token_ids) -> np.ndarray:
     return np.asarray(causal_lm(x, training=False))
 
 
+@pytest.mark.slow  # torch and transformers in-process: ~30 s, kept out of the fast lane
 @pytest.mark.parametrize("case", IDS)
 def test_a_transformers_checkpoint_loads_with_its_logits(checkpoints, case):
     from omegaconf import OmegaConf

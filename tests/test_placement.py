@@ -56,11 +56,14 @@ def test_gemma_specs_on_the_tiny_model():
 
 # Each layout file, with the models it is written for (planned from their model files, no weights).
 LAYOUT_MODELS = {
-    "auto": ["tiny_gemma", "gemma_7b_en", "gemma2_9b_en", "gemma3_4b_text", "llama3_8b_en"],
+    "auto": ["tiny_gemma", "gemma_7b_en", "gemma2_9b_en", "gemma3_4b_text", "llama3_8b_en",
+             "mistral_7b_en", "qwen2.5_7b_en", "qwen3_8b_en"],
     "gemma_model_parallel": ["tiny_gemma", "gemma_7b_en"],
     "gemma_kv_replicated": ["tiny_gemma", "gemma_2b_en"],
     "gemma3": ["gemma3_4b_text", "gemma3_12b_text", "gemma3_27b_text"],
     "gemma3_kv_replicated": ["gemma3_270m", "gemma3_1b"],
+    "mistral": ["mistral_7b_en"],
+    "qwen3": ["qwen3_8b_en"],  # the smaller sizes tie embeddings: no reverse_embedding to split
 }
 
 

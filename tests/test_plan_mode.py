@@ -122,6 +122,7 @@ def test_model_preset_alone_plans_that_preset_not_the_default_model_file(preset,
     assert the_plan.total_params == total
 
 
+@pytest.mark.slow
 def test_a_preset_nothing_describes_offline_is_refused_with_the_way_to_plan_it(workdir):
     result = run_cli("model.preset=gemma_13b_imaginary", module="runner.plan", cwd=workdir)
     assert result.returncode == 2

@@ -42,7 +42,9 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     """Every check that needs no weights, for a run on n_devices. for_training=False (planning):
     a dataset that is not prepared here is a note, not a problem, and nothing is downloaded;
     tracking is not checked."""
-    from runner import config, data, mesh, model, optim
+    from runner import config, mesh, model, optim
+    from runner.datasets.opening import label, open_dataset
+    from runner.datasets.problems import problems as dataset_problems
 
     problems: list[str] = []
     _collect(problems, config.validate, cfg)
@@ -61,16 +63,26 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
         _collect(problems, preflight, cfg.tracking)
     notes: list[str] = []
     try:
-        builder = data.open_builder(cfg.dataset, download=for_training)
+        opened = open_dataset(cfg.dataset, download=for_training)
     except UserError as exc:
         problems.append(str(exc))
     else:
-        if builder is None:
-            notes.append(f"dataset.name={cfg.dataset.name} is not prepared here, so its splits "
-                         "and features were not checked")
+        if opened is None:
+            notes.append(f"dataset {label(cfg.dataset)} is not prepared here, so its splits "
+                         "and fields were not checked")
         else:
-            problems += data.problems(cfg.dataset, builder)
+            problems += dataset_problems(cfg.dataset, opened, _family(cfg.model))
     return Findings(problems, notes)
+
+
+def _family(model_cfg):
+    """The model's family, or None when it cannot be told (the preset check says why)."""
+    from runner.presets import describe
+
+    try:
+        return describe(model_cfg).family
+    except UserError:
+        return None
 
 
 def _preset(model_cfg, for_training: bool) -> None:

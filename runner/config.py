@@ -62,6 +62,15 @@ class QuantMode(StrEnum):
 class DataFormat(StrEnum):
     text = "text"  # one text field; loss on every token
     prompt_response = "prompt_response"  # loss on the response tokens only
+    chat = "chat"  # a list of messages, in the model's chat format; loss on assistant turns
+
+
+class FileFormat(StrEnum):
+    auto = "auto"  # from each file's suffix: .jsonl/.json, .csv, .parquet, .txt
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+    text = "text"  # one example per non-blank line, in the field "text"
 
 
 class TooLong(StrEnum):
@@ -179,9 +188,22 @@ class OptimizerConfig:
     min_lr_ratio: float = key(0.0, fraction())  # warmup_cosine decays to lr * min_lr_ratio
 
 
+def _chat_templates():
+    from runner.chat import TEMPLATES
+
+    return list(TEMPLATES)
+
+
 @dataclass
 class DatasetConfig:
-    name: str = key(MISSING, Text())  # a TFDS name, e.g. imdb_reviews or tiny_reviews (shipped)
+    # a TFDS name (imdb_reviews, tiny_reviews: shipped) or hf://OWNER/NAME[@REVISION] (Hugging
+    # Face, read with `datasets`); not read when dataset.files is set
+    name: str = key(MISSING, Text())
+    # your own data: a path or glob of JSONL, CSV, Parquet or text files (split "train")
+    files: Optional[str] = key(None, Text())
+    eval_files: Optional[str] = key(None, Text())  # more files, as split "validation"
+    file_format: FileFormat = key(FileFormat.auto, ENUM)
+    subset: Optional[str] = key(None, Text())  # hf:// datasets: the configuration (subset)
     # TFDS split syntax; quote slices on the command line: 'train[:10%]'
     split: str = key("train", Text())
     eval_split: Optional[str] = key(None, Text())  # evaluated every train.eval_every steps
@@ -192,6 +214,10 @@ class DatasetConfig:
     prompt_template: str = key("", Template())
     response_template: str = key("", Template())
     add_eos: bool = key(True, Flag())  # end the response with the tokenizer's end token
+    # format=chat: the field holding [{"role": "system"|"user"|"assistant", "content": ...}]
+    messages_field: str = key("messages", Text())
+    # format=chat: null is the model family's own (runner/chat.py lists them)
+    chat_template: Optional[str] = key(None, Choice(names=_chat_templates))
     too_long: TooLong = key(TooLong.truncate, ENUM)  # sequences over train.sequence_length
     take: Optional[int] = key(None, at_least(1))  # use only the first N examples of the split
     shuffle_buffer: int = key(10000, at_least(1))

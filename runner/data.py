@@ -6,17 +6,11 @@ batches in the same order (shuffle is seeded, maps keep order), which exact repr
 
 from __future__ import annotations
 
-import importlib
 import string
 from dataclasses import dataclass
-from pathlib import Path
 
+from runner.datasets.opening import label, open_dataset
 from runner.errors import UserError
-from runner.network import reachable as _reachable
-
-# TFDS fetches prepared datasets from Google Cloud Storage first; if that host is unreachable,
-# a download would retry for minutes, so it is checked first.
-DOWNLOAD_PROBE_HOST = "storage.googleapis.com"
 
 
 @dataclass
@@ -27,89 +21,9 @@ class Stream:
     examples_per_epoch: int
 
 
-def open_builder(dataset_cfg, download: bool = True):
-    """The TFDS builder of dataset.name, prepared (shipped datasets are prepared here, others
-    downloaded when dataset.download allows and the host answers). download=False (planning):
-    None when it is not prepared here, instead of fetching it."""
-    import tensorflow_datasets as tfds
-
-    from runner.datasets import SHIPPED
-
-    tfds.display_progress_bar(False)
-    if dataset_cfg.name in SHIPPED:
-        importlib.import_module(SHIPPED[dataset_cfg.name])  # registers the builder with TFDS
-    data_dir = str(Path(dataset_cfg.data_dir).expanduser()) if dataset_cfg.data_dir else None
-    if dataset_cfg.name.startswith("huggingface:") and not _reachable("huggingface.co"):
-        # TFDS's huggingface namespace asks the hub for the dataset's metadata even when a
-        # prepared copy exists, and retries for minutes offline.
-        if not download:
-            return None
-        raise UserError(f"dataset.name={dataset_cfg.name} is read through huggingface.co, which "
-                        "cannot be reached (offline?); use its stand-in (debug=smoke) or run "
-                        "where the hub is reachable")
-    try:
-        builder = tfds.builder(dataset_cfg.name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise UserError(
-            f"dataset.name={dataset_cfg.name} is not a TFDS dataset; shipped: {sorted(SHIPPED)}, "
-            "others: `python -c \"import tensorflow_datasets as tfds; "
-            "print(tfds.list_builders())\"`") from None
-    if not builder.is_prepared():
-        if dataset_cfg.name not in SHIPPED:
-            if not download:
-                return None
-            _check_can_download(dataset_cfg, builder)
-        builder.download_and_prepare()
-    return builder
-
-
-def _check_can_download(dataset_cfg, builder) -> None:
-    where = builder.data_dir
-    fix = (f"prepare it where there is a network (`tfds build {dataset_cfg.name} --data_dir DIR`), "
-           "copy DIR here and set dataset.data_dir=DIR")
-    if not dataset_cfg.download:
-        raise UserError(f"dataset.name={dataset_cfg.name} is not prepared under {where} and "
-                        f"dataset.download=false; {fix}")
-    if not _reachable(DOWNLOAD_PROBE_HOST):
-        raise UserError(f"dataset.name={dataset_cfg.name} is not prepared under {where} and this "
-                        f"machine cannot download it (offline); {fix}")
-
-
 def _num_examples(builder, dataset_cfg, split: str) -> int:
     n = builder.info.splits[split].num_examples  # the split was checked by problems()
     return min(n, dataset_cfg.take) if dataset_cfg.take else n
-
-
-def problems(dataset_cfg, builder) -> list[str]:
-    """What the dataset's own metadata (splits, features) says is wrong with the dataset
-    group, before any example is read: every problem, each naming its key and the fix."""
-    found = []
-    for key in ("split", "eval_split"):
-        split = getattr(dataset_cfg, key)
-        if split is not None:
-            try:
-                builder.info.splits[split]  # also parses slices: train[:10%]
-            except (KeyError, ValueError, AssertionError) as exc:
-                first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-                found.append(f"dataset.{key}={split!r} is not a split of {dataset_cfg.name} "
-                             f"({first}); splits: {sorted(builder.info.splits)}")
-    features = builder.info.features
-    if dataset_cfg.format == "prompt_response":
-        if not dataset_cfg.response_template:
-            found.append("dataset.format=prompt_response needs dataset.response_template, "
-                         "e.g. '{dst}'")
-        for key in ("prompt_template", "response_template"):
-            found += _template_problems(f"dataset.{key}", getattr(dataset_cfg, key), features)
-    elif dataset_cfg.text_field not in features:
-        found.append(f"dataset.text_field={dataset_cfg.text_field} is not a feature of "
-                     f"{dataset_cfg.name}; features: {sorted(features)}")
-    return found
-
-
-def _template_problems(key: str, template: str, features) -> list[str]:
-    fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
-    return [f"{key}={template!r} names {{{f}}}, which is not a text feature of this dataset; "
-            f"features: {sorted(features)}" for f in fields if f not in features]
 
 
 def _render(template: str, key: str, features):
@@ -122,8 +36,8 @@ def _render(template: str, key: str, features):
             parts.append((False, literal))
         if field is None:
             continue
-        if spec or conv or field not in features:  # problems() reported it before
-            raise UserError(_template_problems(key, template, features)[0])
+        if spec or conv or field not in features:  # the check stage reported it before
+            raise UserError(f"{key}={template!r}: {{{field}}} is not a text feature")
         parts.append((True, field))
 
     def render(example):
@@ -166,23 +80,35 @@ def _prompt_response_examples(ds, dataset_cfg, features, tokenizer, sequence_len
         tail = tf.concat([response, [eos]], 0) if add_eos else response
         ids = tf.concat([head, tail], 0)
         weights = tf.concat([tf.zeros_like(head, "float32"), tf.ones_like(tail, "float32")], 0)
-        n = tf.shape(ids)[0]
-        ids, weights = ids[:width], weights[:width]
-        pad_len = width - tf.shape(ids)[0]
-        ids = tf.pad(ids, [[0, pad_len]], constant_values=pad)
-        weights = tf.pad(weights, [[0, pad_len]])
-        mask = tf.range(width) < tf.minimum(n, width)
-        x = {"token_ids": ids[:-1], "padding_mask": mask[:-1]}
-        return x, ids[1:], weights[1:], n <= width
+        return fit_to_width(ids, weights, width, pad)
 
-    ds = ds.map(pack, num_parallel_calls=tf.data.AUTOTUNE)
+    return _packed(ds.map(pack, num_parallel_calls=tf.data.AUTOTUNE), drop), True
+
+
+def fit_to_width(ids, weights, width: int, pad: int):
+    """Token ids and their loss weights -> (x, y, sample weight, fits?) at `width` tokens:
+    cut or padded, the targets shifted by one, the weight that of the target token."""
+    import tensorflow as tf
+
+    n = tf.shape(ids)[0]
+    ids, weights = ids[:width], weights[:width]
+    pad_len = width - tf.shape(ids)[0]
+    ids = tf.pad(ids, [[0, pad_len]], constant_values=pad)
+    weights = tf.pad(weights, [[0, pad_len]])
+    mask = tf.range(width) < tf.minimum(n, width)
+    x = {"token_ids": ids[:-1], "padding_mask": mask[:-1]}
+    return x, ids[1:], weights[1:], n <= width
+
+
+def _packed(ds, drop: bool):
     if drop:
         ds = ds.filter(lambda x, y, w, fits: fits)
-    return ds.map(lambda x, y, w, fits: (x, y, w)), True
+    return ds.map(lambda x, y, w, fits: (x, y, w))
 
 
-def _examples(builder, dataset_cfg, split, preprocessor, sequence_length):
+def _examples(opened, dataset_cfg, split, preprocessor, sequence_length):
     """(dataset of examples ready to batch, already packed?, number of examples)."""
+    builder = opened.builder
     ds = builder.as_dataset(split=split, shuffle_files=False)
     n = _num_examples(builder, dataset_cfg, split)
     if dataset_cfg.take:
@@ -191,11 +117,19 @@ def _examples(builder, dataset_cfg, split, preprocessor, sequence_length):
     if dataset_cfg.format == "prompt_response":
         ds, packed = _prompt_response_examples(ds, dataset_cfg, features, preprocessor.tokenizer,
                                                sequence_length)
+    elif dataset_cfg.format == "chat":
+        from runner.chat_data import chat_examples
+
+        ds, packed = chat_examples(ds, dataset_cfg, preprocessor.tokenizer, sequence_length)
     else:
         ds, packed = _text_examples(ds, dataset_cfg, features, preprocessor, sequence_length)
     ds = ds.cache()  # tokenized once, reused by every epoch and evaluation
     if dataset_cfg.too_long == "drop":
         n = int(ds.reduce(0, lambda count, _: count + 1))  # what is left after dropping
+        if n == 0:
+            raise UserError(f"{opened.label}[{split}] has no example left after dropping those "
+                            f"longer than train.sequence_length={sequence_length}; raise "
+                            "train.sequence_length or set dataset.too_long=truncate")
     return ds, packed, n
 
 
@@ -231,13 +165,13 @@ def build(dataset_cfg, preprocessor, batch_size: int, sequence_length: int, epoc
     """
     import tensorflow as tf
 
-    builder = open_builder(dataset_cfg)
-    ds, packed, n = _examples(builder, dataset_cfg, dataset_cfg.split, preprocessor,
+    opened = open_dataset(dataset_cfg)
+    ds, packed, n = _examples(opened, dataset_cfg, dataset_cfg.split, preprocessor,
                               sequence_length)
     steps_per_epoch = n // batch_size
     if steps_per_epoch == 0:
         raise UserError(f"train.batch_size={batch_size} is larger than the {n} usable examples "
-                        f"of {dataset_cfg.name}[{dataset_cfg.split}]; use a smaller batch")
+                        f"of {label(dataset_cfg)}[{dataset_cfg.split}]; use a smaller batch")
     steps = steps_per_epoch * epochs
     if max_steps:
         steps = min(steps, max_steps)
@@ -252,8 +186,8 @@ def build_eval(dataset_cfg, preprocessor, batch_size: int, sequence_length: int,
     """Evaluation stream over dataset.eval_split: same packing, no shuffling, fixed batches."""
     import tensorflow as tf
 
-    builder = open_builder(dataset_cfg)
-    ds, packed, n = _examples(builder, dataset_cfg, dataset_cfg.eval_split, preprocessor,
+    opened = open_dataset(dataset_cfg)
+    ds, packed, n = _examples(opened, dataset_cfg, dataset_cfg.eval_split, preprocessor,
                               sequence_length)
     steps = n // batch_size
     if max_batches:

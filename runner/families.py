@@ -60,3 +60,8 @@ def name_of_backbone(class_name: str) -> Optional[str]:
 
 def by_model_type(model_type: str) -> Optional[str]:
     return next((n for n, f in FAMILIES.items() if model_type in f.hf_model_types), None)
+
+
+def name_of_prefix(prefix: str) -> Optional[str]:
+    """Gemma3 -> gemma3: the family whose keras-hub classes start with `prefix`."""
+    return next((n for n, f in FAMILIES.items() if f.prefix == prefix), None)

@@ -159,9 +159,25 @@ def dimensions(backbone):
         ffw=c["intermediate_dim"] // share, vocabulary=c["vocabulary_size"])
 
 
-def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision):
-    """Load the preset's CausalLM (weights included), quantize the frozen base, add LoRA.
-    Call inside the distribution's scope so every variable is created with its layout."""
+def load_preprocessor(model_cfg):
+    """The preset's CausalLM preprocessor (its tokenizer), no weights: the data pipeline is
+    built with it before any weight loads, so a data mistake costs seconds."""
+    import keras_hub
+
+    described = describe(model_cfg)
+    if described.location is None:
+        resolve_preset(model_cfg.preset)
+    if described.kind == TRANSFORMERS:
+        from runner.hf import load as hf_load
+
+        return hf_load.preprocessor(described.location, described.family)
+    return _from_preset(keras_hub.models.CausalLMPreprocessor.from_preset, described.location)
+
+
+def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None):
+    """Load the preset's CausalLM (weights included; `preprocessor` when given, else the
+    preset's), quantize the frozen base, add LoRA. Call inside the distribution's scope so every
+    variable is created with its layout."""
     import keras_hub
 
     described = describe(model_cfg)
@@ -171,10 +187,11 @@ def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision):
         from runner.hf import load as hf_load
 
         causal_lm = hf_load.causal_lm(described.location, described.family, described.numbers,
-                                      dtype_policy(precision))
+                                      dtype_policy(precision), preprocessor)
     else:
+        extra = {"preprocessor": preprocessor} if preprocessor is not None else {}
         causal_lm = _from_preset(keras_hub.models.CausalLM.from_preset, described.location,
-                                 dtype=dtype_policy(precision))
+                                 dtype=dtype_policy(precision), **extra)
     upstream.correct(causal_lm.backbone)
     _quantize(causal_lm.backbone, quant_cfg)
     apply_lora(causal_lm.backbone, lora_cfg)

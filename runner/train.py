@@ -153,16 +153,17 @@ def _warn_if_it_may_not_fit(estimate: mem.Memory) -> None:
 
 
 def build(cfg, decided: Decided) -> Built:
-    """Model, data and optimizer, inside the distribution (so every variable is born with its
+    """Data, model and optimizer, inside the distribution (so every variable is born with its
     layout), then the plan checked against where JAX put every variable."""
-    causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
-    preprocessor = causal_lm.preprocessor
+    preprocessor = model.load_preprocessor(cfg.model)  # data first: its mistakes cost seconds
     preprocessor.sequence_length = cfg.train.sequence_length
     t = cfg.train
     stream = data.build(cfg.dataset, preprocessor, t.batch_size, t.sequence_length, t.epochs,
                         t.steps, cfg.seed)
     eval_stream = data.build_eval(cfg.dataset, preprocessor, t.batch_size, t.sequence_length,
                                   t.eval_steps) if cfg.dataset.eval_split else None
+    causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
+                                      preprocessor)
     optimizer = optim.build_optimizer(cfg.optimizer, stream.steps)
     compile_for_training(causal_lm, optimizer, cfg.generate, cfg.seed)
     optimizer.build(causal_lm.trainable_variables)

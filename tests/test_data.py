@@ -25,11 +25,11 @@ def _first_batch(cfg, preprocessor, sequence_length=64):
 
 
 def test_prompt_tokens_carry_zero_weight(preprocessor):
-    from runner import data
+    from runner.datasets.opening import open_dataset
 
     cfg = compose("dataset=tiny_translations", "dataset.shuffle_buffer=1")  # keeps TFDS order
     _, (x, y, w) = _first_batch(cfg, preprocessor)
-    example = next(iter(data.open_builder(cfg.dataset).as_dataset(split="train")))
+    example = next(iter(open_dataset(cfg.dataset).builder.as_dataset(split="train")))
     first = {k: example[k].numpy().decode() for k in ("src", "dst")}
     tok = preprocessor.tokenizer
     prompt = list(np.asarray(tok("Translate this into French:\n" + first["src"] + "\n")))

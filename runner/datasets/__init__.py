@@ -5,4 +5,5 @@ SHIPPED = {
     "tiny_reviews": "runner.datasets.tiny_reviews.tiny_reviews_dataset_builder",
     "tiny_translations": "runner.datasets.tiny_translations.tiny_translations_dataset_builder",
     "tiny_prompts": "runner.datasets.tiny_prompts.tiny_prompts_dataset_builder",
+    "tiny_chats": "runner.datasets.tiny_chats.tiny_chats_dataset_builder",
 }

@@ -33,7 +33,17 @@ def load_weights(backbone, family: str, location: str) -> None:
         hf_folder.converter(family).convert_weights(backbone, loader, hf_config)
 
 
-def causal_lm(location: str, family: str, numbers: dict, dtype: str):
+def preprocessor(location: str, family: str):
+    """The family's CausalLM preprocessor over the folder's tokenizer files."""
+    import keras_hub
+
+    classes = FAMILIES[family]
+    tokenizer_cls = getattr(keras_hub.models, classes.prefix + "Tokenizer")
+    tokenizer = hf_folder.converter(family).convert_tokenizer(tokenizer_cls, location)
+    return getattr(keras_hub.models, classes.prefix + "CausalLMPreprocessor")(tokenizer)
+
+
+def causal_lm(location: str, family: str, numbers: dict, dtype: str, preprocessor_=None):
     """The CausalLM (with its tokenizer and preprocessor) of the checkpoint at `location`."""
     import keras_hub
 
@@ -41,8 +51,5 @@ def causal_lm(location: str, family: str, numbers: dict, dtype: str):
     backbone = getattr(keras_hub.models, classes.backbone)(**numbers, dtype=dtype)
     upstream.correct(backbone)
     load_weights(backbone, family, location)
-    tokenizer_cls = getattr(keras_hub.models, classes.prefix + "Tokenizer")
-    tokenizer = hf_folder.converter(family).convert_tokenizer(tokenizer_cls, location)
-    preprocessor = getattr(keras_hub.models, classes.prefix + "CausalLMPreprocessor")(tokenizer)
     return getattr(keras_hub.models, classes.prefix + "CausalLM")(
-        backbone=backbone, preprocessor=preprocessor)
+        backbone=backbone, preprocessor=preprocessor_ or preprocessor(location, family))

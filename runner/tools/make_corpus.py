@@ -212,6 +212,25 @@ def prompt_record(rng: random.Random) -> dict:
             "category": "classification"}
 
 
+# Conversations with the shape of HuggingFaceH4/ultrachat_200k: {"prompt", "messages"}, one to
+# three user/assistant exchanges and, as there, no system message.
+FOLLOW_UPS = [("Thank you!", "You are welcome."), ("Can you say that again, shorter?", None),
+              ("Is that certain?", "Yes, that is what the records say.")]
+
+
+def conversation(rng: random.Random) -> dict:
+    first = prompt_record(rng)
+    question = first["instruction"] + (f"\n\n{first['context']}" if first["context"] else "")
+    messages = [{"role": "user", "content": question},
+                {"role": "assistant", "content": first["response"]}]
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        ask, answer = rng.choice(FOLLOW_UPS)
+        messages += [{"role": "user", "content": ask},
+                     {"role": "assistant", "content": answer or first["response"].split(". ")[0]
+                      .rstrip(".") + "."}]
+    return {"prompt": question, "messages": messages}
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                     encoding="utf-8")
@@ -235,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
                     [translation_pair(rng) for _ in range(n)])
     rng = random.Random(args.seed + 2)
     write_jsonl(args.out / "prompts_train.jsonl", [prompt_record(rng) for _ in range(800)])
+    rng = random.Random(args.seed + 3)
+    for split, n in (("train_sft", 600), ("test_sft", 60)):
+        write_jsonl(args.out / f"chats_{split}.jsonl", [conversation(rng) for _ in range(n)])
     for p in sorted(args.out.iterdir()):
         print(f"{p}  {p.stat().st_size} bytes")
 

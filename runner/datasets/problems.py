@@ -1,0 +1,135 @@
+"""What is wrong with the dataset group, found before any weight loads: splits and fields from
+the dataset's own metadata, then, for a user's data, its records (a field some record lacks, an
+unknown chat role), and for conversations every one rendered by the chat template. Every problem
+is one line naming the key (or the file and line) and the fix."""
+
+from __future__ import annotations
+
+import string
+
+from runner.datasets.user_data import EVAL_SPLIT, MESSAGES, WHERE
+
+
+def problems(dataset_cfg, opened, family=None) -> list[str]:
+    """opened: runner.datasets.opening.Opened; family: the model's (chat needs it)."""
+    found = _split_problems(dataset_cfg, opened)
+    features = {k: v for k, v in opened.builder.info.features.items() if k != WHERE}
+    if dataset_cfg.format == "prompt_response":
+        if not dataset_cfg.response_template:
+            found.append("dataset.format=prompt_response needs dataset.response_template, "
+                         "e.g. '{dst}'")
+        for key in ("prompt_template", "response_template"):
+            template = getattr(dataset_cfg, key)
+            found += template_problems(f"dataset.{key}", template, features)
+            for name in _fields(template):
+                found += _missing(opened, name, f"dataset.{key}")
+    elif dataset_cfg.format == "chat":
+        found += _chat_field_problems(dataset_cfg, opened, features)
+        if not found and family is not None:
+            found += _conversation_problems(dataset_cfg, opened, family)
+    elif dataset_cfg.text_field not in features:
+        found.append(f"dataset.text_field={dataset_cfg.text_field} is not a field of "
+                     f"{opened.label}; fields: {sorted(features)}")
+    else:
+        found += _missing(opened, dataset_cfg.text_field, "dataset.text_field")
+    return found
+
+
+def _split_problems(dataset_cfg, opened) -> list[str]:
+    found = []
+    if dataset_cfg.eval_files and dataset_cfg.eval_split is None:
+        found.append(f"dataset.eval_files is set but dataset.eval_split is null; add "
+                     f"dataset.eval_split={EVAL_SPLIT} (the eval files' split)")
+    splits = opened.builder.info.splits
+    for key in ("split", "eval_split"):
+        split = getattr(dataset_cfg, key)
+        if split is None:
+            continue
+        try:
+            splits[split]  # also parses slices: train[:10%]
+        except (KeyError, ValueError, AssertionError) as exc:
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            hint = (f"; dataset.files become split train, dataset.eval_files split {EVAL_SPLIT}"
+                    if dataset_cfg.files else "")
+            found.append(f"dataset.{key}={split!r} is not a split of {opened.label} ({first}); "
+                         f"splits: {sorted(splits)}{hint}")
+    return found
+
+
+def _fields(template: str) -> list[str]:
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+
+
+def template_problems(key: str, template: str, features) -> list[str]:
+    return [f"{key}={template!r} names {{{f}}}, which is not a text field of this dataset; "
+            f"fields: {sorted(features)}" for f in _fields(template) if f not in features]
+
+
+def _missing(opened, name: str, key: str) -> list[str]:
+    """A user's records that lack a field the config reads (TFDS catalog datasets have every
+    feature in every example)."""
+    if opened.scan is None or name not in opened.scan.missing:
+        return []
+    where, count = opened.scan.missing[name]
+    return [f"{where}: the record has no \"{name}\" field, which {key} reads ({count} record"
+            f"{'s' * (count > 1)} lack it); add it or remove those records"]
+
+
+def _is_chat_feature(feature) -> bool:
+    import tensorflow_datasets as tfds
+
+    return (isinstance(feature, tfds.features.Sequence)
+            and isinstance(feature.feature, tfds.features.FeaturesDict)
+            and {"role", "content"} <= set(feature.feature.keys()))
+
+
+def _chat_field_problems(dataset_cfg, opened, features) -> list[str]:
+    from runner.chat import ROLES
+
+    field = dataset_cfg.messages_field
+    if field not in features or not _is_chat_feature(features[field]):
+        chat_fields = [k for k, v in features.items() if _is_chat_feature(v)]
+        return [f"dataset.messages_field={field} is not a field of {opened.label} holding "
+                f"messages ([{{\"role\": ..., \"content\": ...}}, ...]); "
+                + (f"its message fields: {chat_fields}" if chat_fields else
+                   f"it has none (fields: {sorted(features)}); use format=text or "
+                   "prompt_response for such data")]
+    found = _missing(opened, field, "dataset.messages_field")
+    if opened.scan is not None and opened.scan.kinds.get(field) != MESSAGES:
+        found.append(f"dataset.messages_field={field} holds text, not messages")
+    for role, where in (opened.scan.roles.items() if opened.scan else ()):
+        if role not in ROLES:
+            found.append(f"{where}: a message has role {role!r}; the chat format takes "
+                         f"{list(ROLES)} (a model's turns are 'assistant'); fix the record")
+    return found
+
+
+def _conversation_problems(dataset_cfg, opened, family: str) -> list[str]:
+    """Render every conversation the run reads; the first one the template refuses."""
+    import tensorflow_datasets as tfds
+
+    from runner import chat
+
+    try:
+        template = chat.template_for(family, dataset_cfg.chat_template)
+    except ValueError as exc:
+        return [str(exc)]
+    field = dataset_cfg.messages_field
+    for split in dict.fromkeys(s for s in (dataset_cfg.split, dataset_cfg.eval_split) if s):
+        ds = opened.builder.as_dataset(split=split, shuffle_files=False)
+        if dataset_cfg.take:
+            ds = ds.take(dataset_cfg.take)
+        for i, example in enumerate(tfds.as_numpy(ds)):
+            try:
+                chat.render(messages_of(example[field]), template)
+            except chat.ChatError as exc:
+                where = (example[WHERE].decode() if WHERE in example
+                         else f"{opened.label}[{split}] example {i + 1}")
+                return [f"{where}: {exc}; fix the conversation or remove it"]
+    return []
+
+
+def messages_of(value) -> list[dict]:
+    """A TFDS messages value (numpy: {"role": [bytes], "content": [bytes]}) as a list."""
+    return [{"role": r.decode(), "content": c.decode()}
+            for r, c in zip(value["role"], value["content"])]

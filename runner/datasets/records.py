@@ -1,0 +1,111 @@
+"""A user's data files as records: JSONL, CSV, Parquet and plain text, read the same way.
+
+Every record comes with where it came from ("data/train.jsonl:17"), so a mistake found later
+(a missing field, an unknown role) can name the file and line. A malformed line is a UserError
+at once, naming the file and the line. Only the standard library reads JSONL, CSV and text;
+Parquet is read with pyarrow (which TFDS already installs).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+from pathlib import Path
+from typing import Iterator
+
+from runner.errors import UserError
+
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
+            ".txt": "text", ".text": "text"}
+FORMATS = ("auto", "jsonl", "csv", "parquet", "text")
+
+
+def expand(pattern: str, key: str) -> list[Path]:
+    """The files a path or glob names (sorted, so the order never depends on the file system),
+    or a UserError naming the key."""
+    path = Path(pattern).expanduser()
+    if any(ch in pattern for ch in "*?["):
+        files = sorted(Path(p).resolve() for p in glob.glob(str(path), recursive=True)
+                       if Path(p).is_file())
+        if not files:
+            raise UserError(f"{key}={pattern} matches no file; check the path (relative paths "
+                            f"are relative to {Path.cwd()})")
+        return files
+    if path.is_dir():
+        raise UserError(f"{key}={pattern} is a folder; name its files, e.g. "
+                        f"{key}='{pattern}/*.jsonl'")
+    if not path.is_file():
+        raise UserError(f"{key}={pattern} does not exist (relative paths are relative to "
+                        f"{Path.cwd()}); fix the path")
+    return [path.resolve()]
+
+
+def format_of(path: Path, chosen: str, key: str) -> str:
+    if chosen != "auto":
+        return chosen
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"{key}: cannot tell the format of {path.name} from its suffix; set "
+                        f"dataset.file_format to one of {list(FORMATS[1:])}")
+    return fmt
+
+
+def read(path: Path, fmt: str) -> Iterator[tuple[str, dict]]:
+    """(where, record) for every record of one file."""
+    reader = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet, "text": _text}[fmt]
+    yield from reader(path)
+
+
+def _jsonl(path: Path):
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{where}: not a JSON object ({exc.msg} at column {exc.colno}); "
+                                "fix the line (one JSON object per line)") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{where}: a JSON {type(record).__name__}, not an object; write "
+                                "one object per line, e.g. {\"text\": \"...\"}")
+            yield where, record
+
+
+def _csv(path: Path):
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:
+            raise UserError(f"{path}: no header line; a CSV file's first line names its columns")
+        for record in reader:
+            where = f"{path}:{reader.line_num}"
+            if None in record or any(v is None for v in record.values()):
+                raise UserError(f"{where}: has {len(record.get(None) or []) or 'too few'} "
+                                f"{'extra ' if None in record else ''}fields for the header's "
+                                f"{len(reader.fieldnames)} columns; fix the line (quote fields "
+                                "that hold commas)")
+            yield where, record
+
+
+def _parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid and OSError subclasses
+        raise UserError(f"{path}: not a Parquet file ({str(exc).splitlines()[0][:120]})") from None
+    row = 0
+    for batch in table.iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            row += 1
+            yield f"{path}:row {row}", record
+
+
+def _text(path: Path):
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if line.strip():
+                yield f"{path}:{number}", {"text": line}

@@ -28,8 +28,8 @@ def problems(dataset_cfg, opened, family=None) -> list[str]:
         if not found and family is not None:
             found += _conversation_problems(dataset_cfg, opened, family)
     elif dataset_cfg.text_field not in features:
-        found.append(f"dataset.text_field={dataset_cfg.text_field} is not a field of "
-                     f"{opened.label}; fields: {sorted(features)}")
+        found.append(f"dataset.text_field={dataset_cfg.text_field} is not a feature of "
+                     f"{opened.label}; features: {sorted(features)}")
     else:
         found += _missing(opened, dataset_cfg.text_field, "dataset.text_field")
     return found

@@ -132,31 +132,31 @@ def _normalized(record: dict, where: str) -> dict:
 def scan(source: Source) -> Scan:
     """Read every record once: kinds of fields, what is missing where, chat roles."""
     result = Scan()
-    seen: dict = {}
+    seen: dict = {}  # field -> first place it holds a value
+    first, total = None, 0  # the first record's place; records read so far, all splits
     for split, records in source.splits.items():
         n = 0
         for where, record in records():
             n += 1
-            for name, value in _normalized(record, where).items():
-                if value is None:
-                    continue
+            first = first or where
+            values = {k: v for k, v in _normalized(record, where).items() if v is not None}
+            for name, value in values.items():
                 kind = MESSAGES if isinstance(value, list) else TEXT
                 known = result.kinds.setdefault(name, kind)
-                seen.setdefault(name, where)
+                if name not in seen:
+                    seen[name] = where
+                    if total:  # every record before this one lacked it
+                        result.missing[name] = [first, total]
                 if known != kind:
                     raise UserError(f"{where}: field \"{name}\" holds {kind} here but {known} at "
                                     f"{seen[name]}; one field holds one kind of value")
                 if kind == MESSAGES:
                     for m in value:
                         result.roles.setdefault(m["role"], where)
+            for name in result.kinds.keys() - values.keys():
+                result.missing.setdefault(name, [where, 0])[1] += 1
+            total += 1
         result.counts[split] = n
-    for split, records in source.splits.items():  # second pass: who lacks a field
-        for where, record in records():
-            have = {k for k, v in _normalized(record, where).items() if v is not None}
-            for name in result.kinds:
-                if name not in have:
-                    entry = result.missing.setdefault(name, [where, 0])
-                    entry[1] += 1
     return result
 
 

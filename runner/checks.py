@@ -44,7 +44,6 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     tracking is not checked."""
     from runner import config, mesh, model, optim
     from runner.datasets.opening import label, open_dataset
-    from runner.datasets.problems import problems as dataset_problems
 
     problems: list[str] = []
     _collect(problems, config.validate, cfg)
@@ -62,6 +61,11 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
 
         _collect(problems, preflight, cfg.tracking)
     notes: list[str] = []
+    from runner.datasets import synthetic
+
+    if synthetic.is_synthetic(cfg.dataset):
+        problems += synthetic.problems(cfg.dataset, cfg.train.steps, cfg.generate.prompts)
+        return Findings(problems, notes)
     try:
         opened = open_dataset(cfg.dataset, download=for_training)
     except UserError as exc:
@@ -71,6 +75,8 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
             notes.append(f"dataset {label(cfg.dataset)} is not prepared here, so its splits "
                          "and fields were not checked")
         else:
+            from runner.datasets.problems import problems as dataset_problems
+
             problems += dataset_problems(cfg.dataset, opened, _family(cfg.model))
     return Findings(problems, notes)
 
@@ -95,7 +101,8 @@ def _preset(model_cfg, for_training: bool) -> None:
     from runner.presets import TRANSFORMERS, describe, resolve_preset
 
     described = describe(model_cfg)
-    if for_training and described.location is None:
+    random = str(model_cfg.weights) == "random"  # the architecture is enough (and a tokenizer)
+    if for_training and described.location is None and not random:
         resolve_preset(model_cfg.preset)  # raises why it cannot be had here
     if described.kind == TRANSFORMERS and Path(described.location).is_dir():
         problem = tokenizer_problem(Path(described.location), described.family)
@@ -105,6 +112,12 @@ def _preset(model_cfg, for_training: bool) -> None:
 
 def _artifacts(cfg, process_count: int) -> None:
     """What the run must write at its end, checked before it starts rather than after it trains."""
+    if str(cfg.model.weights) == "random":
+        for wanted in ("export_hf", "save_merged_preset"):
+            if cfg.train[wanted]:
+                raise UserError(f"train.{wanted}=true with model.weights=random: the random "
+                                f"base is not saved, so it cannot be exported or merged; set "
+                                f"train.{wanted}=false")
     if cfg.train.export_hf:
         _export_preconditions(cfg, process_count)
     if not cfg.train.save_merged_preset:

@@ -73,6 +73,16 @@ class FileFormat(StrEnum):
     text = "text"  # one example per non-blank line, in the field "text"
 
 
+class Weights(StrEnum):
+    preset = "preset"  # the preset's own weights
+    random = "random"  # the architecture, seeded random weights: real sizes with no download
+
+
+class Remat(StrEnum):
+    none = "none"  # keep every activation the backward pass needs
+    blocks = "blocks"  # keep each transformer block's input; recompute the block in backward
+
+
 class TooLong(StrEnum):
     truncate = "truncate"
     drop = "drop"
@@ -133,6 +143,10 @@ class ModelConfig:
     architecture: Optional[Dict[str, Any]] = key(None, Mapping(
         "a mapping of the backbone's constructor arguments to positive numbers, flags or names",
         _architecture_value, (("rope_max_wavelength", "0"), ("extra", "[1]"))))
+    # random: the architecture with seeded random weights (benchmarks, sizing, smoke runs of a
+    # real-size model where the weights cannot be had); the preset's tokenizer when it can be
+    # read here, else the shipped one
+    weights: Weights = key(Weights.preset, ENUM)
 
 
 @dataclass
@@ -196,8 +210,9 @@ def _chat_templates():
 
 @dataclass
 class DatasetConfig:
-    # a TFDS name (imdb_reviews, tiny_reviews: shipped) or hf://OWNER/NAME[@REVISION] (Hugging
-    # Face, read with `datasets`); not read when dataset.files is set
+    # a TFDS name (imdb_reviews, tiny_reviews: shipped), hf://OWNER/NAME[@REVISION] (Hugging
+    # Face, read with `datasets`), or synthetic (seeded random token ids, no TensorFlow: for
+    # benchmarks; needs train.steps); not read when dataset.files is set
     name: str = key(MISSING, Text())
     # your own data: a path or glob of JSONL, CSV, Parquet or text files (split "train")
     files: Optional[str] = key(None, Text())
@@ -237,6 +252,9 @@ class TrainConfig:
     eval_every: Optional[int] = key(None, at_least(1))  # steps between evaluations
     eval_steps: Optional[int] = key(None, at_least(1))  # batches per evaluation (null: all)
     precision: Precision = key(Precision.float32, ENUM)
+    # rematerialisation (activation checkpointing): blocks recomputes each transformer block in
+    # the backward pass, keeping only its input (less memory, about a third more compute)
+    remat: Remat = key(Remat.none, ENUM)
     # steps between checkpoints (null: none); operational: a cut run may resume with another
     checkpoint_every: Optional[int] = key(None, at_least(1), operational=True)
     # the same config in a folder whose run was cut resumes it

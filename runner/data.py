@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 from runner.datasets.opening import label, open_dataset
 from runner.errors import UserError
@@ -15,10 +16,15 @@ from runner.errors import UserError
 
 @dataclass
 class Stream:
-    dataset: object  # tf.data.Dataset of (x, y, sample_weight) batches
+    dataset: object  # tf.data.Dataset of (x, y, sample_weight) batches (None: see replay)
     steps: int  # batches it yields in all
     steps_per_epoch: int
     examples_per_epoch: int
+    replay: Optional[Callable[[int], object]] = None  # step -> the batches from it (synthetic)
+
+    def from_step(self, step: int):
+        """The batches from `step` on: a resumed run replays the stream to its checkpoint."""
+        return self.replay(step) if self.replay is not None else self.dataset.skip(step)
 
 
 def _num_examples(builder, dataset_cfg, split: str) -> int:

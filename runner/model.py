@@ -125,6 +125,24 @@ def _quantize(backbone, quant_cfg) -> None:
             backbone.quantize(mode)
 
 
+# keras-hub names each transformer block <stem><index>: decoder_block_3 (Gemma), or
+# transformer_layer_3 (Llama, Mistral, Qwen)
+_BLOCK_STEMS = ("decoder_block_", "transformer_layer_")
+
+
+def remat_scope(remat, num_layers: int):
+    """train.remat as Keras's RematScope. Keras reads the scope when a layer is *created*
+    (Operation.__init__ keeps it) and applies it when the layer is called, so the model must be
+    built inside it. blocks: each transformer block is one jax.checkpoint, so the backward pass
+    keeps only the blocks' inputs and recomputes one block at a time."""
+    if str(remat) == "none":
+        return contextlib.nullcontext()
+    import keras
+
+    names = [f"{stem}{i}" for stem in _BLOCK_STEMS for i in range(num_layers)]
+    return keras.RematScope(mode="list_of_layers", layer_names=names)
+
+
 def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
     """The backbone with shapes, paths, quantized and LoRA variables but no memory behind them,
     built from the preset's numbers (runner.presets.describe: no weights are read).
@@ -159,13 +177,19 @@ def dimensions(backbone):
         ffw=c["intermediate_dim"] // share, vocabulary=c["vocabulary_size"])
 
 
+SHIPPED_TOKENIZER_PRESET = "tiny_gemma"  # model.weights=random where the preset is not here
+
+
 def load_preprocessor(model_cfg):
     """The preset's CausalLM preprocessor (its tokenizer), no weights: the data pipeline is
-    built with it before any weight loads, so a data mistake costs seconds."""
+    built with it before any weight loads, so a data mistake costs seconds. With
+    model.weights=random and a preset that cannot be read here, the shipped tokenizer."""
     import keras_hub
 
     described = describe(model_cfg)
     if described.location is None:
+        if str(model_cfg.weights) == "random":
+            return _shipped_preprocessor(model_cfg, described)
         resolve_preset(model_cfg.preset)
     if described.kind == TRANSFORMERS:
         from runner.hf import load as hf_load
@@ -174,13 +198,61 @@ def load_preprocessor(model_cfg):
     return _from_preset(keras_hub.models.CausalLMPreprocessor.from_preset, described.location)
 
 
-def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None):
-    """Load the preset's CausalLM (weights included; `preprocessor` when given, else the
-    preset's), quantize the frozen base, add LoRA. Call inside the distribution's scope so every
-    variable is created with its layout."""
+def _shipped_preprocessor(model_cfg, described):
+    import logging
+
     import keras_hub
 
+    from runner.presets import SHIPPED_PRESETS
+
+    preprocessor = keras_hub.models.CausalLMPreprocessor.from_preset(
+        str(SHIPPED_PRESETS / SHIPPED_TOKENIZER_PRESET))
+    vocabulary = described.numbers.get("vocabulary_size", 0)
+    if preprocessor.tokenizer.vocabulary_size() > vocabulary:
+        raise UserError(f"model.weights=random: {model_cfg.preset} cannot be read here and the "
+                        f"shipped tokenizer's {preprocessor.tokenizer.vocabulary_size()} tokens "
+                        f"do not fit its vocabulary of {vocabulary}; give a local preset folder")
+    logging.getLogger(__name__).warning(
+        "model.weights=random: %s is not here, so its tokenizer is the shipped %s one (token "
+        "ids stay below its vocabulary of %d)", model_cfg.preset, SHIPPED_TOKENIZER_PRESET,
+        vocabulary)
+    return preprocessor
+
+
+def _random_causal_lm(described, precision, preprocessor):
+    """The architecture with freshly initialised weights, seeded by keras.utils.set_random_seed
+    (the run sets it from `seed` before building)."""
+    import keras_hub
+
+    from runner.families import FAMILIES
+
+    backbone = backbone_class(described.family)(**described.numbers,
+                                                dtype=dtype_policy(precision))
+    task = getattr(keras_hub.models, FAMILIES[described.family].prefix + "CausalLM")
+    return task(backbone=backbone, preprocessor=preprocessor)
+
+
+def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None,
+                    remat="none"):
+    """The CausalLM (the preset's weights, or random ones with model.weights=random;
+    `preprocessor` when given, else the preset's), the frozen base quantized, LoRA added, built
+    under train.remat's scope. Call inside the distribution's scope so every variable is created
+    with its layout."""
     described = describe(model_cfg)
+    with remat_scope(remat, described.numbers.get("num_layers", 0)):
+        if str(model_cfg.weights) == "random":
+            causal_lm = _random_causal_lm(described, precision, preprocessor)
+        else:
+            causal_lm = _preset_causal_lm(model_cfg, described, precision, preprocessor)
+        upstream.correct(causal_lm.backbone)
+        _quantize(causal_lm.backbone, quant_cfg)
+        apply_lora(causal_lm.backbone, lora_cfg)
+    return causal_lm
+
+
+def _preset_causal_lm(model_cfg, described, precision, preprocessor):
+    import keras_hub
+
     if described.location is None:  # planned from a model file; loading needs the preset
         resolve_preset(model_cfg.preset)  # raises the reason it cannot be had here
     if described.kind == TRANSFORMERS:
@@ -192,7 +264,4 @@ def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None
         extra = {"preprocessor": preprocessor} if preprocessor is not None else {}
         causal_lm = _from_preset(keras_hub.models.CausalLM.from_preset, described.location,
                                  dtype=dtype_policy(precision), **extra)
-    upstream.correct(causal_lm.backbone)
-    _quantize(causal_lm.backbone, quant_cfg)
-    apply_lora(causal_lm.backbone, lora_cfg)
     return causal_lm

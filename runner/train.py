@@ -24,7 +24,7 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 from runner import adapters, checks, checkpoints, data, flops, generation, layout, model, optim
-from runner import provenance
+from runner import objective, provenance
 from runner.callbacks import Checkpointer, Evaluator, StepLogger
 from runner.plan import TSV_COLUMNS, Plan, memory as mem, tsv_rows, write_tsv
 from runner.plan.assemble import estimate_memory, make_plan
@@ -155,36 +155,37 @@ def _warn_if_it_may_not_fit(estimate: mem.Memory) -> None:
 def build(cfg, decided: Decided) -> Built:
     """Data, model and optimizer, inside the distribution (so every variable is born with its
     layout), then the plan checked against where JAX put every variable."""
-    preprocessor = model.load_preprocessor(cfg.model)  # data first: its mistakes cost seconds
-    preprocessor.sequence_length = cfg.train.sequence_length
-    t = cfg.train
-    stream = data.build(cfg.dataset, preprocessor, t.batch_size, t.sequence_length, t.epochs,
-                        t.steps, cfg.seed)
-    eval_stream = data.build_eval(cfg.dataset, preprocessor, t.batch_size, t.sequence_length,
-                                  t.eval_steps) if cfg.dataset.eval_split else None
+    preprocessor, stream, eval_stream = build_data(cfg, decided.plan)  # data mistakes: seconds
     causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
-                                      preprocessor)
+                                      preprocessor, cfg.train.remat)
     optimizer = optim.build_optimizer(cfg.optimizer, stream.steps)
-    compile_for_training(causal_lm, optimizer, cfg.generate, cfg.seed)
+    objective.compile_for_training(causal_lm, optimizer, cfg.generate, cfg.seed)
     optimizer.build(causal_lm.trainable_variables)
     variables = tuple(causal_lm.backbone.variables + optimizer.variables)
     verify_placement(decided.plan, variables)
     return Built(causal_lm, preprocessor, stream, eval_stream, variables)
 
 
-def compile_for_training(causal_lm, optimizer, generate_cfg, seed: int) -> None:
-    import keras
+def build_data(cfg, the_plan: Plan):
+    """(preprocessor, training stream, eval stream or None). dataset=synthetic needs no
+    tokenizer (and imports no TensorFlow) unless there are prompts to sample."""
+    from runner.datasets import synthetic
 
-    from runner.metrics import TokenMetrics
-
-    causal_lm.compile(
-        optimizer=optimizer,
-        # Averaged over real tokens only: padding and prompt tokens have sample weight 0.
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"),
-        weighted_metrics=[TokenMetrics(), keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        sampler=generation.build_sampler(generate_cfg, seed),
-    )
+    t = cfg.train
+    if synthetic.is_synthetic(cfg.dataset):
+        preprocessor = model.load_preprocessor(cfg.model) if cfg.generate.prompts else None
+        if preprocessor is not None:
+            preprocessor.sequence_length = t.sequence_length
+        stream = synthetic.build(cfg.dataset, the_plan.dimensions.vocabulary, t.batch_size,
+                                 t.sequence_length, t.steps, cfg.seed)
+        return preprocessor, stream, None
+    preprocessor = model.load_preprocessor(cfg.model)
+    preprocessor.sequence_length = t.sequence_length
+    stream = data.build(cfg.dataset, preprocessor, t.batch_size, t.sequence_length, t.epochs,
+                        t.steps, cfg.seed)
+    eval_stream = data.build_eval(cfg.dataset, preprocessor, t.batch_size, t.sequence_length,
+                                  t.eval_steps) if cfg.dataset.eval_split else None
+    return preprocessor, stream, eval_stream
 
 
 def open_tracker(cfg, decided: Decided, run_name, group) -> Tracker:
@@ -231,10 +232,14 @@ def fit(cfg, decided: Decided, built: Built, tracker: Tracker) -> Fitted:
         on_restored=lambda m: verify_placement(plan, built.variables))
     lm.preprocessor = None  # batches arrive preprocessed; fit must not redo it
     began = time.time()
-    # A resumed run replays the stream to where the checkpoint was taken.
-    lm.fit(stream.dataset.skip(decided.start_step), epochs=1,
-           steps_per_epoch=stream.steps - decided.start_step,
-           callbacks=[*stateful.values(), saver], verbose=0, shuffle=False)
+    # A resumed run replays the stream to where the checkpoint was taken. Keras's own fit, not
+    # keras-hub's wrapper around it: the wrapper only adds preprocessing (there is none to add)
+    # and takes tf.data or grain datasets only, not the synthetic stream's NumPy batches.
+    import keras
+
+    keras.Model.fit(lm, stream.from_step(decided.start_step), epochs=1,
+                    steps_per_epoch=stream.steps - decided.start_step,
+                    callbacks=[*stateful.values(), saver], verbose=0, shuffle=False)
     train_seconds = time.time() - began
     peak = flops.peak_matmul_flops() if flops_per_step else 0.0
     lm.preprocessor = built.preprocessor
@@ -306,6 +311,9 @@ def save_artifacts(cfg, decided: Decided, built: Built) -> dict:
     Their preconditions were checked before training (runner/checks.py)."""
     saved = {}
     lm = built.causal_lm
+    if str(cfg.model.weights) == "random":
+        log.info("no adapter saved: model.weights=random, and a random base is not saved")
+        return saved
     if cfg.lora.rank > 0 and cfg.train.save_adapter:
         probe = None  # the logits a reload must reproduce; not fetchable across processes
         if decided.process_count == 1:

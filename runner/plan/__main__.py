@@ -34,6 +34,10 @@ def _parse(argv):
                         help="list every variable instead of one row per layer pattern")
     parser.add_argument("--json", type=Path, metavar="FILE",
                         help="also write the plan (every variable, totals, problems) as JSON")
+    parser.add_argument("--compile", action="store_true",
+                        help="also lower and compile the real train step for the mesh (weights "
+                             "without memory) and print XLA's memory per device beside the "
+                             "estimate; needs the mesh's devices here (CPU: cpu_devices=N)")
     return parser.parse_args(argv)
 
 
@@ -97,9 +101,9 @@ def plan_for(cfg) -> dict:
     the_plan = dataclasses.replace(the_plan, problems=problems + ([fit] if fit else []))
     per_device = cfg.train.batch_size // max(1, the_plan.axis_sizes.get(cfg.mesh.batch_axis, 1))
     note = (f"estimate: batch {per_device} x {cfg.train.sequence_length} tokens per device, "
-            "no rematerialisation" if the_plan.dimensions else
+            f"train.remat={cfg.train.remat}" if the_plan.dimensions else
             "not estimated for this model family")
-    return {"plan": the_plan, "rules": rules, "memory": memory, "device": device,
+    return {"plan": the_plan, "rules": rules, "memory": memory, "device": device, "fit": fit,
             "fits": None if device.bytes is None else fit is None, "n_devices": n_devices,
             "activation_note": note, "notes": findings.notes}
 
@@ -131,10 +135,20 @@ def main(argv=None) -> int:
     # Evidence that no weights were built: a 27B model's would take 100 GB.
     print(f"Planned in {time.time() - start:.1f} s with {_peak_rss_gb():.2f} GB peak host "
           "memory (no weights built).")
+    compiled = None
+    if args.compile:  # a step that does not fit is still worth sizing; a broken plan is not
+        from runner.plan.compiled import compile_train_step
+
+        if [p for p in the_plan.problems if p != result["fit"]]:
+            print("Not compiled (--compile): fix the problems above first.")
+        else:
+            compiled = compile_train_step(cfg, the_plan, result["rules"], result["n_devices"])
+            print(report.render_compiled(compiled, result["memory"]))
     if args.json:
-        args.json.write_text(json.dumps(
-            report.as_json(the_plan, result["memory"], result["device"], result["fits"]),
-            indent=1) + "\n")
+        out = report.as_json(the_plan, result["memory"], result["device"], result["fits"])
+        if compiled is not None:
+            out["compiled"] = {**dataclasses.asdict(compiled), "peak": compiled.peak}
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 2 if the_plan.problems else 0
 
 

@@ -33,8 +33,8 @@ def make_plan(cfg, n_devices: int) -> tuple[Plan, list[layout.Rule]]:
 
 def estimate_memory(cfg, the_plan: Plan) -> mem.Memory:
     """The plan's bytes per device (weights, LoRA, gradients, optimizer, activations) at the
-    run's batch and sequence length."""
+    run's batch, sequence length and rematerialisation."""
     return mem.memory_per_device(
         the_plan, the_plan.dimensions, cfg.train.batch_size, cfg.train.sequence_length,
         cfg.mesh.batch_axis, cfg.mesh.model_axis,
-        mem.compute_itemsize(model.dtype_policy(cfg.train.precision)))
+        mem.compute_itemsize(model.dtype_policy(cfg.train.precision)), str(cfg.train.remat))

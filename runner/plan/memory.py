@@ -68,8 +68,8 @@ class DeviceMemory:
 
 
 def activation_bytes(dims: Dimensions, batch_per_device: int, sequence_length: int,
-                     model_axis_size: int, compute_itemsize: int) -> int:
-    """What the forward pass keeps for the backward pass, per device, with no rematerialisation.
+                     model_axis_size: int, compute_itemsize: int, remat: str = "none") -> int:
+    """What the forward pass keeps for the backward pass, per device.
 
     Per token and layer (elements): the residual stream and its norms around attention and the
     feed-forward block (6 x hidden), q, k, v and the attention output (2 x (query_heads +
@@ -79,6 +79,9 @@ def activation_bytes(dims: Dimensions, batch_per_device: int, sequence_length: i
     taken as split over the model axis like the weights that make them; the residual stream is
     not. LoRA does not shrink this: gradients must flow back through every layer to reach the
     first adapter. It is an estimate (XLA fuses some of these away and adds temporaries).
+
+    remat=blocks (train.remat): each block keeps only its input (hidden per token, replicated
+    over the model axis), and one block's activations live at a time, while it is recomputed.
     """
     m = model_axis_size
     per_token_layer = (6 * dims.hidden
@@ -86,13 +89,17 @@ def activation_bytes(dims: Dimensions, batch_per_device: int, sequence_length: i
                        + 2 * dims.query_heads * sequence_length / m
                        + 4 * dims.ffw / m)
     tokens = batch_per_device * sequence_length
-    layers = dims.layers * tokens * per_token_layer * compute_itemsize
+    if remat == "blocks":
+        layers = tokens * (dims.layers * dims.hidden + per_token_layer) * compute_itemsize
+    else:
+        layers = dims.layers * tokens * per_token_layer * compute_itemsize
     logits = tokens * dims.vocabulary / m * (compute_itemsize + 4)
     return int(math.ceil(layers + logits))
 
 
 def memory_per_device(plan, dims: Optional[Dimensions], batch_size: int, sequence_length: int,
-                      batch_axis: str, model_axis: str, compute_itemsize: int) -> Memory:
+                      batch_axis: str, model_axis: str, compute_itemsize: int,
+                      remat: str = "none") -> Memory:
     """Sum the plan's entries by kind and add the activation estimate."""
     weights = [e for e in plan.entries if e.kind != "optimizer"]
     trainable = sum(e.bytes_per_device for e in weights if e.trainable)
@@ -101,7 +108,7 @@ def memory_per_device(plan, dims: Optional[Dimensions], batch_size: int, sequenc
     if dims is not None:
         per_device = max(1, batch_size // sizes.get(batch_axis, 1))
         activations = activation_bytes(dims, per_device, sequence_length,
-                                       sizes.get(model_axis, 1), compute_itemsize)
+                                       sizes.get(model_axis, 1), compute_itemsize, remat)
     return Memory(
         frozen_weights=sum(e.bytes_per_device for e in weights if not e.trainable),
         trainable_weights=trainable,

@@ -110,8 +110,11 @@ class Checkpointer(keras.callbacks.Callback):
     logging and evaluation, as an uninterrupted run continues from it."""
 
     def __init__(self, saver, every, total_steps: int, start_step: int, stateful: dict,
-                 resume_from=None, on_restored=None):
+                 resume_from=None, on_restored=None, keep_final: bool = False):
+        """keep_final: also checkpoint the last step when `every` divides it (a full fine-tune:
+        the only copy of its trained weights, which `python -m runner.export` reads)."""
         super().__init__()
+        self.keep_final = keep_final
         self.saver, self.every = saver, every
         self.total_steps, self.start_step = total_steps, start_step
         self.stateful = stateful  # name -> callback with state()/load_state()
@@ -120,8 +123,7 @@ class Checkpointer(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.resume_from is None:
             return
-        arrays, meta = checkpoints.read(self.resume_from)
-        checkpoints.restore(self.model, arrays, meta["paths"])
+        meta = checkpoints.restore(self.model, self.resume_from)
         for name, callback in self.stateful.items():
             callback.load_state(meta["callbacks"][name])
         if self.on_restored is not None:
@@ -131,11 +133,13 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.start_step + batch + 1
-        if not self.every or step % self.every or step >= self.total_steps:
+        if not self.every or step % self.every or (step >= self.total_steps
+                                                    and not self.keep_final):
             return
-        arrays, paths = checkpoints.capture(self.model)  # `self.model` syncs the JAX state
-        self.saver.save(step, arrays, {"paths": paths, "callbacks": {
+        state, paths = checkpoints.capture(self.model)  # `self.model` syncs the JAX state
+        self.saver.save(step, state, {"paths": paths, "callbacks": {
             name: callback.state() for name, callback in self.stateful.items()}})
 
     def on_train_end(self, logs=None):
         self.saver.wait()
+        self.saver.close()

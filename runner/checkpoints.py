@@ -1,4 +1,4 @@
-"""Checkpoints every `train.checkpoint_every` steps, and resuming from the last one.
+"""Checkpoints every `train.checkpoint_every` steps through Orbax, and resuming from the last one.
 
 A checkpoint holds what the frozen preset cannot give back: the trainable weights (the LoRA
 kernels, or every weight without LoRA), the optimizer's variables (slots, iteration, learning
@@ -7,32 +7,32 @@ any random-generator state, and the loggers' running lists. The frozen base is r
 preset, and the data stream is replayed to the checkpoint's step (the pipeline is a pure
 function of config and seed).
 
-Why not keras's ModelCheckpoint or Orbax: ModelCheckpoint saves the whole model at epoch ends
-(a LoRA run would write the frozen 7B base every time, and a mid-epoch kill loses the epoch), and
-Orbax is not a dependency of keras here. The state is small for LoRA, so it is copied to host
-memory at the step (the only part that waits for the device) and written by a background thread:
-training goes on while the file is written. Files appear atomically (a folder renamed into
-place), and the last `KEEP` are kept.
+Why Orbax (orbax-checkpoint) and not keras's ModelCheckpoint or OrbaxCheckpoint callbacks: those
+save the whole model (a LoRA run would rewrite its frozen 7B base every time), and at epoch ends.
+Orbax is given the runner's own state tree: every process writes the shards it holds (nothing is
+gathered to one host), asynchronously (the step waits only for the device-to-host copy), into a
+temporary folder renamed into place when every process is done (atomic steps), keeping the
+newest KEEP. Restoring takes the shardings of the model being resumed, so a checkpoint written by
+2 processes restores into 1 (or onto another mesh).
+
+Layout: checkpoints/step_00000020/{state,meta}/ (Orbax's PyTree and JSON items).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import threading
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-
-import numpy as np
 
 from runner.rundir import CHECKPOINTS, RunDir
 
 log = logging.getLogger(__name__)
 
 KEEP = 2
-_STATE, _META = "state.npz", "meta.json"
+_STATE, _META = "state", "meta"
+_STEP = re.compile(r"step_(\d{8})")  # a finished step; Orbax's temporary folders have a suffix
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,26 @@ def _name(step: int) -> str:
     return f"step_{step:08d}"
 
 
+def _name_format():
+    import orbax.checkpoint as ocp
+
+    return ocp.step.standard_name_format(step_prefix="step", step_format_fixed_length=8)
+
+
 def latest(folder: RunDir) -> Optional[Checkpoint]:
-    """The newest complete checkpoint in a run folder, or None."""
+    """The newest complete checkpoint in a run folder, or None. Orbax writes a step into a
+    temporary folder and renames it when complete, so a step folder that exists is complete
+    (the meta item is checked too, for a folder copied by hand)."""
     root = folder / CHECKPOINTS
-    done = sorted(p for p in root.glob("step_*") if (p / _META).is_file()) if root.is_dir() else []
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.iterdir()
+                  if _STEP.fullmatch(p.name) and (p / _META).is_dir() and (p / _STATE).is_dir())
     return Checkpoint(int(done[-1].name.split("_")[1]), done[-1]) if done else None
+
+
+def at(folder: RunDir, step: int) -> Checkpoint:
+    return Checkpoint(step, folder / CHECKPOINTS / _name(step))
 
 
 def _groups(model) -> dict[str, list]:
@@ -61,102 +76,106 @@ def _groups(model) -> dict[str, list]:
             "seeds": seeds}
 
 
-def at(folder: RunDir, step: int) -> Checkpoint:
-    return Checkpoint(step, folder / CHECKPOINTS / _name(step))
-
-
-def _host_copy(value) -> np.ndarray:
-    """The whole array on this host. Across processes a sharded array is gathered (a collective:
-    every process calls this at the same step)."""
-    import jax
-
-    if jax.process_count() > 1 and not value.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(value, tiled=True))
-    return np.asarray(value)
-
-
-def capture(model) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
-    """Host copies of every checkpointed variable (call with the state synced)."""
-    arrays, paths = {}, {}
+def capture(model) -> tuple[dict[str, list], dict[str, list[str]]]:
+    """The checkpointed state as arrays (where they live: sharded, on device) and the variables'
+    paths. Call with the JAX state synced into the variables (`callback.model` does that)."""
+    state, paths = {}, {}
     for group, variables in _groups(model).items():
         paths[group] = [v.path for v in variables]
-        for i, v in enumerate(variables):
-            arrays[f"{group}/{i}"] = _host_copy(v.value)
-    return arrays, paths
+        state[group] = [v.value for v in variables]
+    return state, paths
 
 
-def write(folder: RunDir, step: int, arrays: dict, meta: dict) -> Path:
-    """Write one checkpoint atomically and drop all but the newest KEEP."""
-    root = folder / CHECKPOINTS
-    root.mkdir(exist_ok=True)
-    final = root / _name(step)
-    tmp = root / (_name(step) + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    np.savez(tmp / _STATE, **arrays)
-    (tmp / _META).write_text(json.dumps({"step": step, **meta}))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in sorted(p for p in root.glob("step_*") if p.is_dir() and
-                      not p.name.endswith(".tmp"))[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+def _manager(folder: RunDir, read_only: bool = False):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=KEEP, step_name_format=_name_format(), create=not read_only,
+        read_only=read_only, enable_async_checkpointing=not read_only,
+        cleanup_tmp_directories=not read_only)  # a write cut by SIGKILL leaves one
+    return ocp.CheckpointManager((folder / CHECKPOINTS).resolve(), options=options,
+                                 item_names=(_STATE, _META))
 
 
-def read(checkpoint: Checkpoint) -> tuple[dict[str, np.ndarray], dict]:
-    meta = json.loads((checkpoint.path / _META).read_text())
-    with np.load(checkpoint.path / _STATE) as state:
-        return {k: state[k] for k in state.files}, meta
+def _read_meta(checkpoint: Checkpoint) -> dict:
+    import orbax.checkpoint as ocp
+
+    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(checkpoint.path / _META)
 
 
-def restore(model, arrays: dict, paths: dict) -> None:
-    """Assign a checkpoint's values; the variables keep their layouts (the plan is re-verified
-    after)."""
-    for group, variables in _groups(model).items():
-        saved = paths.get(group, [])
+def restore(model, checkpoint: Checkpoint) -> dict:
+    """Assign a checkpoint's values to the model's variables, each read straight into the
+    variable's own sharding; return its meta (paths, callbacks' state)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    meta = _read_meta(checkpoint)
+    groups = _groups(model)
+    for group, variables in groups.items():
+        saved = meta["paths"].get(group, [])
         if [v.path for v in variables] != saved:
             raise RuntimeError(f"checkpoint does not fit this model: its {group} variables "
                                f"differ ({len(saved)} saved, {len(variables)} here)")
-        for i, v in enumerate(variables):
-            v.assign(arrays[f"{group}/{i}"])
+    target = {group: [jax.ShapeDtypeStruct(v.value.shape, v.value.dtype,
+                                           sharding=v.value.sharding) for v in variables]
+              for group, variables in groups.items()}
+    values = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
+        checkpoint.path / _STATE,
+        args=ocp.args.PyTreeRestore(target,
+                                    restore_args=ocp.checkpoint_utils.construct_restore_args(
+                                        target)))
+    for group, variables in groups.items():
+        for v, value in zip(variables, values[group]):
+            v.assign(value)
+    return meta
 
 
-def trainable_values(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
-    """The trained variables a checkpoint holds, by path (what an export of a full fine-tune
-    needs; the optimizer's state stays behind)."""
-    arrays, meta = read(checkpoint)
-    return {path: arrays[f"trainable/{i}"] for i, path in enumerate(meta["paths"]["trainable"])}
+def trainable_values(checkpoint: Checkpoint) -> dict:
+    """The trained variables a checkpoint holds, by path, as NumPy arrays on this host (what an
+    export of a full fine-tune needs; the optimizer's state stays behind)."""
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    meta = _read_meta(checkpoint)
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+    tree = checkpointer.metadata(checkpoint.path / _STATE).item_metadata.tree
+    restore_args = jax_tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    values = checkpointer.restore(checkpoint.path / _STATE,
+                                  args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return {path: np.asarray(values["trainable"][i])
+            for i, path in enumerate(meta["paths"]["trainable"])}
+
+
+def jax_tree_map(fn, tree):
+    import jax
+
+    return jax.tree.map(fn, tree, is_leaf=lambda x: not isinstance(x, (dict, list, tuple)))
 
 
 class Saver:
-    """Writes checkpoints on a background thread, one at a time."""
+    """Orbax's CheckpointManager for a run folder: every process calls save() at the same step
+    (each writes its own shards; process 0 the meta), the write goes on in the background."""
 
-    def __init__(self, folder: RunDir, write: bool = True):
-        """write=False (processes other than 0): capture along with the others, write nothing."""
-        self.folder, self.write = folder, write
-        self._thread: Optional[threading.Thread] = None
-        self._error: Optional[BaseException] = None
+    def __init__(self, folder: RunDir):
+        self.folder = folder
+        self._manager = None
 
-    def save(self, step: int, arrays: dict, meta: dict) -> None:
-        if not self.write:
-            return
-        self.wait()  # the previous write must be done before the next starts
+    def save(self, step: int, state: dict, meta: dict) -> None:
+        import orbax.checkpoint as ocp
 
-        def target():
-            try:
-                path = write(self.folder, step, arrays, meta)
-                log.info("checkpoint: %s", path)
-            except BaseException as exc:  # surfaced on the training thread by wait()
-                self._error = exc
-        self._thread = threading.Thread(target=target, name=f"checkpoint-{step}", daemon=True)
-        self._thread.start()
+        if self._manager is None:
+            self._manager = _manager(self.folder)
+        self._manager.save(step, args=ocp.args.Composite(**{
+            _STATE: ocp.args.PyTreeSave(state),
+            _META: ocp.args.JsonSave({"step": step, **meta})}))
+        log.info("checkpoint: step %d (writing in the background)", step)
 
     def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        """Block until the last save is on disk; a failed write is raised here."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None

@@ -203,8 +203,6 @@ def _shipped_preprocessor(model_cfg, described):
 
     import keras_hub
 
-    from runner.presets import SHIPPED_PRESETS
-
     preprocessor = keras_hub.models.CausalLMPreprocessor.from_preset(
         str(SHIPPED_PRESETS / SHIPPED_TOKENIZER_PRESET))
     vocabulary = described.numbers.get("vocabulary_size", 0)

@@ -15,6 +15,7 @@ reads Hydra's global state or sets process-wide environment (runner.startup does
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -155,7 +156,18 @@ def _warn_if_it_may_not_fit(estimate: mem.Memory) -> None:
 def build(cfg, decided: Decided) -> Built:
     """Data, model and optimizer, inside the distribution (so every variable is born with its
     layout), then the plan checked against where JAX put every variable."""
+    import random
+
+    import numpy as np
+
     preprocessor, stream, eval_stream = build_data(cfg, decided.plan)  # data mistakes: seconds
+    # Seeded again here: preparing a dataset (TFDS, the first time) draws from Python's random
+    # generator, from which Keras's unseeded initializers (LoRA's A, random weights) take their
+    # seeds; without this a run that prepares its data starts from other weights than one that
+    # finds them prepared. Not keras.utils.set_random_seed: its tf.random.set_seed drops the
+    # tf.data pipeline's SentencePiece resource.
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
     causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
                                       preprocessor, cfg.train.remat)
     optimizer = optim.build_optimizer(cfg.optimizer, stream.steps)
@@ -226,20 +238,22 @@ def fit(cfg, decided: Decided, built: Built, tracker: Tracker) -> Fitted:
                                           cfg.train.eval_every or stream.steps, stream.steps,
                                           decided.start_step)
     saver = Checkpointer(
-        checkpoints.Saver(decided.folder, write=decided.primary), cfg.train.checkpoint_every,
+        checkpoints.Saver(decided.folder), cfg.train.checkpoint_every,
         stream.steps, decided.start_step, stateful,
         resume_from=decided.claim.checkpoint if decided.start_step else None,
-        on_restored=lambda m: verify_placement(plan, built.variables))
+        on_restored=lambda m: verify_placement(plan, built.variables),
+        keep_final=cfg.lora.rank == 0)
     lm.preprocessor = None  # batches arrive preprocessed; fit must not redo it
     began = time.time()
-    # A resumed run replays the stream to where the checkpoint was taken. Keras's own fit, not
-    # keras-hub's wrapper around it: the wrapper only adds preprocessing (there is none to add)
-    # and takes tf.data or grain datasets only, not the synthetic stream's NumPy batches.
+    # A resumed run replays the stream to where the checkpoint was taken. The synthetic stream
+    # goes to Keras's own fit: keras-hub's wrapper around it only adds preprocessing (there is
+    # none to add) and takes tf.data or grain datasets, not a generator of NumPy batches.
     import keras
 
-    keras.Model.fit(lm, stream.from_step(decided.start_step), epochs=1,
-                    steps_per_epoch=stream.steps - decided.start_step,
-                    callbacks=[*stateful.values(), saver], verbose=0, shuffle=False)
+    fit_method = lm.fit if stream.replay is None else functools.partial(keras.Model.fit, lm)
+    fit_method(stream.from_step(decided.start_step), epochs=1,
+               steps_per_epoch=stream.steps - decided.start_step,
+               callbacks=[*stateful.values(), saver], verbose=0, shuffle=False)
     train_seconds = time.time() - began
     peak = flops.peak_matmul_flops() if flops_per_step else 0.0
     lm.preprocessor = built.preprocessor

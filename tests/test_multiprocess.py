@@ -66,6 +66,37 @@ def test_two_processes_train_like_one_process_with_all_devices(workdir):
     assert RunDir(workdir / "two").finished
 
 
+def test_a_two_process_checkpoint_resumes_in_one_process(workdir):
+    """Each of 2 processes writes its own shards of the Orbax checkpoint; both are SIGKILLed;
+    one process with all 8 devices resumes from it (Orbax reads into that run's shardings) and
+    logs what an uninterrupted run logs."""
+    steps = ["train.steps=16", "train.log_every=4", "train.checkpoint_every=4",
+             "generate.prompts=[]", "tracking.mode=disabled"]
+    whole = run_cli(*steps, "hydra.run.dir=whole", cwd=workdir, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    port = free_port()
+    procs = [start([*steps, *explicit(port, i), "hydra.run.dir=cut"], workdir,
+                   workdir / f"c{i}.err") for i in (1, 0)]
+    done = workdir / "cut" / "checkpoints" / "step_00000008"
+    deadline = time.time() + 600
+    while not done.exists():
+        assert all(p.poll() is None for p in procs), (workdir / "c0.err").read_text()[-3000:]
+        assert time.time() < deadline, f"{done} never appeared"
+        time.sleep(0.05)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    shards = sorted(d.name for d in (done / "state").glob("ocdbt.process_*"))
+    assert shards == ["ocdbt.process_0", "ocdbt.process_1"]  # each process wrote its own
+    resumed = run_cli(*steps, "hydra.run.dir=cut", cwd=workdir, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = RunDir(workdir / "cut").summary()
+    assert summary["status"] == "finished" and summary["resumed_from_step"] >= 8
+    single, cut = metrics(workdir / "whole"), metrics(workdir / "cut")
+    assert [m["step"] for m in cut] == [m["step"] for m in single]
+    assert [m["loss"] for m in cut] == pytest.approx([m["loss"] for m in single], rel=1e-5)
+
+
 def test_a_peer_that_never_starts_ends_the_other_with_a_clear_error(workdir):
     began = time.time()
     proc = start([*TRAIN, *explicit(free_port(), 0, "distributed.initialization_timeout_s=5"),

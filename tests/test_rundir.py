@@ -3,7 +3,6 @@ experiment" means for resuming, the readers and writers, and marking a run faile
 
 import fcntl
 
-import numpy as np
 import pytest
 
 from runner import checkpoints
@@ -45,8 +44,12 @@ def test_a_cut_run_restarts_or_resumes_from_its_newest_checkpoint(tmp_path):
     _ran(folder, "running")
     with claim(folder, CONFIG, resume=True) as found:
         assert found.state == "restart" and found.start_step == 0
+    import jax.numpy as jnp
+
+    saver = checkpoints.Saver(folder)
     for step in (10, 20):
-        checkpoints.write(folder, step, {"trainable/0": np.ones(3)}, {"paths": {}})
+        saver.save(step, {"trainable": [jnp.ones(3)]}, {"paths": {}})
+    saver.close()
     with claim(folder, CONFIG, resume=True) as found:
         assert found.state == "resume" and found.start_step == 20
 

@@ -134,7 +134,7 @@ def test_a_killed_lora_run_resumes_to_the_same_final_loss(workdir):
     full = run_cli(*CUT, "hydra.run.dir=full", cwd=workdir, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
     _kill_when(_popen([*CUT, "hydra.run.dir=cut"], workdir),
-               workdir / "cut" / "checkpoints" / "step_00000020" / "meta.json")
+               workdir / "cut" / "checkpoints" / "step_00000020")
     assert summary(workdir / "cut")["status"] == "running"  # cut mid-epoch, not finished
     resumed = run_cli(*CUT, "hydra.run.dir=cut", "tracking.mode=offline",
                       "compilation_cache_dir=cache", cwd=workdir, timeout=600)
@@ -150,7 +150,7 @@ def test_a_killed_lora_run_resumes_to_the_same_final_loss(workdir):
 def test_a_relaunched_sweep_skips_finished_jobs_and_resumes_the_cut_one(workdir):
     args = ["-m", "lora.rank=2,4", *CUT, "hydra.sweep.dir=sweep"]
     _kill_when(_popen(args, workdir),
-               workdir / "sweep" / "1" / "checkpoints" / "step_00000020" / "meta.json")
+               workdir / "sweep" / "1" / "checkpoints" / "step_00000020")
     first = workdir / "sweep" / "0" / "summary.json"
     assert summary(first.parent)["status"] == "finished"
     finished_at = first.stat().st_mtime_ns

@@ -317,6 +317,7 @@ def results(fitted: Fitted, stream: data.Stream, started: float) -> dict:
             "mfu": logger.flops_per_step / steady / peak if peak and times else math.nan,
             "first_step_at": logger.first_step_at,
             "train_time_s": fitted.train_seconds,
+            **mem.measured_peak(),
             "wall_time_s": time.time() - started}
 
 

@@ -176,3 +176,17 @@ def fit_problem(memory: Memory, device: DeviceMemory) -> Optional[str]:
             "more (LoRA, quant=int8), or lower train.batch_size / train.sequence_length"
             + ("; to size it for other hardware, set plan.accelerator or plan.device_memory_gb"
                if device.source.startswith("this machine") else ""))
+
+
+def measured_peak() -> dict:
+    """What this process used at its peak: each accelerator's peak bytes in use as JAX reports
+    them (the most of this process's devices), and the host's peak resident memory (the only
+    figure on CPU, where the virtual devices share the host's memory)."""
+    import resource
+
+    import jax
+
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+    peaks = [p for p in peaks if p is not None]
+    return {"peak_device_bytes": max(peaks) if peaks else None,
+            "peak_host_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}

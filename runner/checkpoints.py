@@ -138,7 +138,7 @@ def trainable_values(checkpoint: Checkpoint) -> dict:
 
     meta = _read_meta(checkpoint)
     checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
-    tree = checkpointer.metadata(checkpoint.path / _STATE).item_metadata.tree
+    tree = ocp.PyTreeCheckpointHandler().metadata(checkpoint.path / _STATE).tree
     restore_args = jax_tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     values = checkpointer.restore(checkpoint.path / _STATE,
                                   args=ocp.args.PyTreeRestore(restore_args=restore_args))

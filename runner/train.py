@@ -251,9 +251,15 @@ def fit(cfg, decided: Decided, built: Built, tracker: Tracker) -> Fitted:
     import keras
 
     fit_method = lm.fit if stream.replay is None else functools.partial(keras.Model.fit, lm)
-    fit_method(stream.from_step(decided.start_step), epochs=1,
-               steps_per_epoch=stream.steps - decided.start_step,
-               callbacks=[*stateful.values(), saver], verbose=0, shuffle=False)
+    if stream.steps > decided.start_step:
+        fit_method(stream.from_step(decided.start_step), epochs=1,
+                   steps_per_epoch=stream.steps - decided.start_step,
+                   callbacks=[*stateful.values(), saver], verbose=0, shuffle=False)
+    else:  # cut after its final checkpoint (a full fine-tune keeps one): only restore it,
+        # into the state fit would have built (its compiled metrics' variables included)
+        lm._symbolic_build(data_batch=next(iter(stream.from_step(0))))
+        saver.set_model(lm)
+        saver.on_epoch_begin(0)
     train_seconds = time.time() - began
     peak = flops.peak_matmul_flops() if flops_per_step else 0.0
     lm.preprocessor = built.preprocessor

@@ -84,3 +84,30 @@ def test_a_failed_write_surfaces_on_the_training_thread(tmp_path):
     with pytest.raises(Exception):
         saver.save(6, _state(1), {"paths": {}})
         saver.wait()
+
+
+@pytest.mark.slow
+def test_a_full_fine_tune_keeps_its_last_step_resumes_from_it_and_exports(tmp_path):
+    """Every weight trains: the final step is checkpointed (the only copy of the weights); a
+    run cut right after it resumes with nothing left to train and ends with the same metrics;
+    `python -m runner.export` then writes the merged model from that checkpoint."""
+    import json
+
+    from conftest import run_cli
+
+    args = ["lora=none", "train.steps=4", "train.checkpoint_every=2", "train.log_every=2",
+            "generate.prompts=[]", "tracking.mode=disabled", "hydra.run.dir=ft"]
+    first = run_cli(*args, cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = RunDir(tmp_path / "ft")
+    assert checkpoints.latest(folder).step == 4
+    metrics = (folder / "metrics.jsonl").read_text()
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "status": "running"}))  # cut
+    again = run_cli(*args, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert folder.summary()["status"] == "finished" and folder.summary()["resumed_from_step"] == 4
+    assert (folder / "metrics.jsonl").read_text() == metrics
+    export = run_cli(str(folder.path), module="runner.export", cwd=tmp_path, timeout=600)
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert (folder.path / "export" / "merged" / "config.json").is_file()

@@ -101,7 +101,9 @@ def plan_for(cfg) -> dict:
     the_plan = dataclasses.replace(the_plan, problems=problems + ([fit] if fit else []))
     per_device = cfg.train.batch_size // max(1, the_plan.axis_sizes.get(cfg.mesh.batch_axis, 1))
     note = (f"estimate: batch {per_device} x {cfg.train.sequence_length} tokens per device, "
-            f"train.remat={cfg.train.remat}" if the_plan.dimensions else
+            f"train.remat={cfg.train.remat}"
+            + (" (a lower bound; --compile gives XLA's figure)" if cfg.train.remat == "blocks"
+               else "") if the_plan.dimensions else
             "not estimated for this model family")
     return {"plan": the_plan, "rules": rules, "memory": memory, "device": device, "fit": fit,
             "fits": None if device.bytes is None else fit is None, "n_devices": n_devices,

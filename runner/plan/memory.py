@@ -82,6 +82,9 @@ def activation_bytes(dims: Dimensions, batch_per_device: int, sequence_length: i
 
     remat=blocks (train.remat): each block keeps only its input (hidden per token, replicated
     over the model axis), and one block's activations live at a time, while it is recomputed.
+    That is the ideal; XLA on CPU was measured keeping more per layer (growing with the square
+    of the sequence, as attention scores do: gemma_2b_en at 512 tokens keeps ~5 x hidden per
+    token and layer), so with remat this is a lower bound and `runner.plan --compile` the figure.
     """
     m = model_axis_size
     per_token_layer = (6 * dims.hidden

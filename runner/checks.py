@@ -101,7 +101,9 @@ def _preset(model_cfg, for_training: bool) -> None:
     from runner.presets import TRANSFORMERS, describe, resolve_preset
 
     described = describe(model_cfg)
-    random = str(model_cfg.weights) == "random"  # the architecture is enough (and a tokenizer)
+    from runner.model import random_weights
+
+    random = random_weights(model_cfg)  # the architecture is enough (and a tokenizer)
     if for_training and described.location is None and not random:
         resolve_preset(model_cfg.preset)  # raises why it cannot be had here
     if described.kind == TRANSFORMERS and Path(described.location).is_dir():
@@ -112,7 +114,9 @@ def _preset(model_cfg, for_training: bool) -> None:
 
 def _artifacts(cfg, process_count: int) -> None:
     """What the run must write at its end, checked before it starts rather than after it trains."""
-    if str(cfg.model.weights) == "random":
+    from runner.model import random_weights
+
+    if random_weights(cfg.model):
         for wanted in ("export_hf", "save_merged_preset"):
             if cfg.train[wanted]:
                 raise UserError(f"train.{wanted}=true with model.weights=random: the random "

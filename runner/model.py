@@ -31,6 +31,11 @@ def _from_preset(loader, preset: str, **kwargs):
         raise
 
 
+def random_weights(model_cfg) -> bool:
+    """model.weights=random (a model group made by hand, without the key, means the preset's)."""
+    return str(getattr(model_cfg, "weights", "preset")) == "random"
+
+
 def check_supported(quant_cfg, lora_cfg, model_axis_size: int) -> None:
     """Reject what Keras cannot do, before any weight is loaded; never silently skip."""
     if lora_cfg.dropout:
@@ -188,7 +193,7 @@ def load_preprocessor(model_cfg):
 
     described = describe(model_cfg)
     if described.location is None:
-        if str(model_cfg.weights) == "random":
+        if random_weights(model_cfg):
             return _shipped_preprocessor(model_cfg, described)
         resolve_preset(model_cfg.preset)
     if described.kind == TRANSFORMERS:
@@ -238,7 +243,7 @@ def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None
     with its layout."""
     described = describe(model_cfg)
     with remat_scope(remat, described.numbers.get("num_layers", 0)):
-        if str(model_cfg.weights) == "random":
+        if random_weights(model_cfg):
             causal_lm = _random_causal_lm(described, precision, preprocessor)
         else:
             causal_lm = _preset_causal_lm(model_cfg, described, precision, preprocessor)

@@ -332,7 +332,7 @@ def save_artifacts(cfg, decided: Decided, built: Built) -> dict:
     Their preconditions were checked before training (runner/checks.py)."""
     saved = {}
     lm = built.causal_lm
-    if str(cfg.model.weights) == "random":
+    if model.random_weights(cfg.model):
         log.info("no adapter saved: model.weights=random, and a random base is not saved")
         return saved
     if cfg.lora.rank > 0 and cfg.train.save_adapter:

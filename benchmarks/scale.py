@@ -63,7 +63,7 @@ def _run(args: list[str], cwd: Path, module: str = "runner") -> subprocess.Compl
 
 
 def train_row(model: str, steps: int, work: Path, *extra: str) -> dict:
-    run_dir = work / model
+    run_dir = work / f"run-{model}"  # not `model`: a folder of that name would be the preset
     _run([f"model={model}", *extra, *TRAIN, f"train.steps={steps}", "train.log_every=2",
           f"hydra.run.dir={run_dir}"], work)
     return json.loads((run_dir / "summary.json").read_text())
@@ -81,6 +81,7 @@ def compiled_row(overrides: list[str], work: Path) -> dict:
 
 def render(summary: dict, base: dict, compiled: list[tuple[str, dict]], steps: int) -> str:
     est = summary["memory_per_device_estimate"]["total"]
+    same = compiled[1][1]["compiled"]  # gemma3_270m's compiled step, as trained above
     overhead = base["peak_host_rss_bytes"]
     lines = [f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} CPU "
              f"cores, 8 virtual CPU devices. Command: `python benchmarks/scale.py`", "",
@@ -89,10 +90,11 @@ def render(summary: dict, base: dict, compiled: list[tuple[str, dict]], steps: i
              f"{summary['step_time_s']:.2f} s | {summary['tokens_per_s']:,.0f} tokens/s, MFU "
              f"{summary['mfu']:.1%} (of {summary['peak_flops'] / 1e9:.0f} GFLOP/s measured); "
              f"{steps} steps, steady after the first 2 |",
-             f"| same: peak host memory | {summary['peak_host_rss_bytes'] / GB:.2f} GB | plan: "
-             f"8 devices x {est / GB:.2f} GB = {8 * est / GB:.2f} GB, plus "
-             f"{overhead / GB:.2f} GB the tiny model's run holds (interpreter, libraries): "
-             f"{(8 * est + overhead) / GB:.2f} GB |"]
+             f"| same: peak host memory | {summary['peak_host_rss_bytes'] / GB:.2f} GB | "
+             f"estimate: 8 devices x {est / GB:.2f} GB + {overhead / GB:.2f} GB (what the tiny "
+             f"model's run holds: interpreter, libraries) = {(8 * est + overhead) / GB:.2f} GB;"
+             f" compiled (below): 8 x {same['peak'] / GB:.2f} GB + {overhead / GB:.2f} GB = "
+             f"{(8 * same['peak'] + overhead) / GB:.2f} GB |"]
     for name, plan in compiled:
         estimate, c = plan["memory_per_device"]["total"], plan["compiled"]
         lines.append(f"| compiled train step per device: {name} | {c['peak'] / GB:.3f} GB | "

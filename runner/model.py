@@ -64,6 +64,15 @@ def backbone_class(family: str):
     return getattr(keras_hub.models, FAMILIES[family].backbone)
 
 
+def causal_lm_class(family: str):
+    """keras_hub.models.<Family>CausalLM: the task class that shares the backbone's prefix."""
+    import keras_hub
+
+    from runner.families import FAMILIES
+
+    return getattr(keras_hub.models, FAMILIES[family].prefix + "CausalLM")
+
+
 def dtype_policy(precision) -> str:
     """The keras dtype policy name for train.precision."""
     return str(precision)
@@ -225,14 +234,9 @@ def _shipped_preprocessor(model_cfg, described):
 def _random_causal_lm(described, precision, preprocessor):
     """The architecture with freshly initialised weights, seeded by keras.utils.set_random_seed
     (the run sets it from `seed` before building)."""
-    import keras_hub
-
-    from runner.families import FAMILIES
-
     backbone = backbone_class(described.family)(**described.numbers,
                                                 dtype=dtype_policy(precision))
-    task = getattr(keras_hub.models, FAMILIES[described.family].prefix + "CausalLM")
-    return task(backbone=backbone, preprocessor=preprocessor)
+    return causal_lm_class(described.family)(backbone=backbone, preprocessor=preprocessor)
 
 
 def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None,

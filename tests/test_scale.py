@@ -106,9 +106,7 @@ def test_plan_compile_prints_xla_memory_beside_the_estimate(workdir):
 
 @pytest.mark.slow
 def test_a_random_weight_synthetic_run_imports_no_tensorflow_tfds_or_wandb(workdir):
-    blocker = workdir / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(BLOCKER)
+    blocker = _blocker(workdir)
     env = {"PYTHONPATH": _with(blocker)}
     args = ["dataset=synthetic", "model.weights=random", "train.steps=6", "train.log_every=2",
             "train.remat=blocks", "tracking.mode=disabled", "generate.prompts=[]",
@@ -128,9 +126,7 @@ def test_a_random_weight_synthetic_run_imports_no_tensorflow_tfds_or_wandb(workd
 
 @pytest.mark.slow
 def test_gpu_benchmark_runs_end_to_end_on_cpu_in_its_tiny_form(workdir):
-    blocker = workdir / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(BLOCKER)
+    blocker = _blocker(workdir)
     import subprocess
 
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny",
@@ -145,6 +141,14 @@ def test_gpu_benchmark_runs_end_to_end_on_cpu_in_its_tiny_form(workdir):
         cells = [c.strip() for c in row.split("|")]
         assert float(cells[3].split()[0].replace(",", "")) > 0  # step time, ms
         assert float(cells[5].rstrip("%")) > 0  # MFU
+
+
+def _blocker(workdir: Path) -> Path:
+    """A folder whose sitecustomize.py (BLOCKER) hides TensorFlow, TFDS and W&B."""
+    folder = workdir / "blocker"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(BLOCKER)
+    return folder
 
 
 def _with(folder: Path) -> str:

@@ -55,17 +55,13 @@ def _abstract_model(cfg, batch):
     """The run's CausalLM, compiled with its optimizer and metrics; the weights and optimizer
     slots without memory (the task's, optimizer's and metrics' scalars are real: Keras creates
     them with values, which a StatelessScope refuses)."""
-    import keras_hub
-
     from runner import model, objective, optim
-    from runner.families import FAMILIES
     from runner.presets import describe
 
     described = describe(cfg.model)
     with model.remat_scope(cfg.train.remat, described.numbers.get("num_layers", 0)):
         backbone = model.abstract_backbone(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
-        task = getattr(keras_hub.models, FAMILIES[described.family].prefix + "CausalLM")
-        lm = task(backbone=backbone, preprocessor=None)
+        lm = model.causal_lm_class(described.family)(backbone=backbone, preprocessor=None)
     optimizer = optim.build_optimizer(cfg.optimizer, cfg.train.steps or 1)
     objective.compile_for_training(lm, optimizer, cfg.generate, cfg.seed)
     with model.no_memory_scope():

@@ -389,9 +389,14 @@ def is_compose_error(exc: BaseException) -> bool:
 
 
 def compose_error_line(exc: BaseException) -> str:
-    """Hydra's several-line compose messages as one line, e.g. `Could not override
-    'optimizer.learnin_rate'; to append ... use +optimizer.learnin_rate=1e-3; Key 'learnin_rate'
-    not in 'OptimizerConfig'`, or `Could not find 'mesh/3x3'; available options in 'mesh': ...`."""
+    """Hydra's several-line compose messages as one line, e.g. `Could not find 'mesh/3x3';
+    available options in 'mesh': ...`. A key the schema lacks (`optimizer.learnin_rate=1e-3`)
+    gets unknown_key_line instead: Hydra's own hint there (`+optimizer.learnin_rate=...`) would
+    add a key nothing reads."""
+    missing = _missing_schema_key(exc)
+    if missing is not None:
+        return unknown_key_line(missing)
+
     def lines(e):
         out = []
         for line in str(e).strip().splitlines():
@@ -410,6 +415,97 @@ def compose_error_line(exc: BaseException) -> str:
         group, _, names = options.partition(":; ")
         text = f"{head}available options in {group}: {', '.join(names.split('; '))}"
     return text
+
+
+def _missing_schema_key(exc: BaseException) -> Optional[str]:
+    """The dotted key of a compose error that names a key missing from a schema section."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    for e in (exc, exc.__cause__):
+        full_key = getattr(e, "full_key", None)
+        if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and full_key:
+            parent = full_key.rpartition(".")[0]
+            if _section(parent) is not None:
+                return full_key
+    return None
+
+
+def _section(dotted: str):
+    """The schema dataclass of a section ("" for the whole config, "optimizer"), or None when
+    `dotted` is no section: a leaf key, an open mapping (layout.rules, model.architecture:
+    their keys are the user's) or not in the schema."""
+    import dataclasses
+
+    cls = Config
+    for part in filter(None, dotted.split(".")):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields or not dataclasses.is_dataclass(fields[part].default_factory):
+            return None
+        cls = fields[part].default_factory
+    return cls
+
+
+def unknown_keys(cfg, prefix: str = "") -> list[str]:
+    """Dotted keys of a composed config that its schema lacks: added with `+key=` or `++key=`
+    (Hydra lets an override add a key to a typed config), or written into a YAML file. Nothing
+    would read them, so a misspelt `+optimizer.learnin_rate` would be silently ignored."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    cls = _section(prefix.rstrip("."))
+    if cls is None or not OmegaConf.is_dict(cfg):
+        return []
+    fields = {f.name for f in dataclasses.fields(cls)}
+    found = []
+    for name in cfg.keys():
+        if not prefix and name == "hydra":  # Hydra's own settings, in the config it hands callbacks
+            continue
+        if name not in fields:
+            found.append(prefix + str(name))
+        else:
+            found += unknown_keys(cfg._get_node(name), f"{prefix}{name}.")
+    return found
+
+
+def unknown_key_line(dotted: str) -> str:
+    """One line for a key the schema lacks: the key, its close matches, and where keys live."""
+    import dataclasses
+    import difflib
+
+    parent, _, name = dotted.rpartition(".")
+    cls = _section(parent)
+    known = [f.name for f in dataclasses.fields(cls)] if cls is not None else []
+    prefix = f"{parent}." if parent else ""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = (f"did you mean {' or '.join(prefix + c for c in close)}?" if close else
+            f"{'the keys of ' + parent if parent else 'top-level keys'}: {', '.join(known)}")
+    return (f"{dotted} is not a key of the config schema (runner/config.py), so nothing would "
+            f"read it; {hint} (+ and ++ cannot add keys; `python -m runner --cfg job` shows them "
+            "all)")
+
+
+def unknown_override_key(overrides) -> Optional[str]:
+    """The key of the first override that sets or adds a key the schema lacks
+    (`+optimizer.learnin_rate=1`), or None. For a sweep, whose jobs' configs are composed only as
+    each job starts: every job would fail alike, so the sweep is refused before the first."""
+    import dataclasses
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if override.is_delete() or key.split(".")[0] == "hydra" or (CONF_DIR / key).is_dir():
+            continue  # Hydra's own settings, or a group choice (model=..., +experiment=...)
+        cls, parts = Config, key.split(".")
+        for i, part in enumerate(parts):
+            fields = {f.name: f for f in dataclasses.fields(cls)}
+            if part not in fields:
+                return ".".join(parts[:i + 1])
+            cls = fields[part].default_factory
+            if not dataclasses.is_dataclass(cls):
+                break  # a leaf or an open mapping: what follows is a value's business
+    return None
 
 
 def walk_schema(cls=None, prefix: str = ""):
@@ -463,6 +559,9 @@ def validate(cfg) -> None:
 
     from runner.domains import Mapping as MappingDomain
 
+    unknown = unknown_keys(cfg)
+    if unknown:
+        raise UserError(unknown_key_line(unknown[0]))
     for dotted, f in walk_schema():
         domain = f.metadata.get("domain")
         value = OmegaConf.select(cfg, dotted, throw_on_missing=False)

@@ -41,7 +41,8 @@ def reload_and_generate(cfg, folder: RunDir, prompts, max_length) -> dict:
     batch_axis_size = the_plan.axis_sizes[cfg.mesh.batch_axis]
     with layout.distribution(cfg.mesh, rules, devices).scope():
         causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
-        causal_lm.compile(sampler=generation.build_sampler(cfg.generate, cfg.seed))
+        causal_lm.compile(sampler=generation.build_sampler(
+            cfg.generate, cfg.seed, generation.vocabulary_limit(causal_lm)))
         probe_prompts = list(cfg.generate.prompts) or ["The"]
         _, base_logits = generation.probe_logits(causal_lm, causal_lm.preprocessor,
                                                  probe_prompts, batch_axis_size)

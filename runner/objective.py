@@ -18,5 +18,6 @@ def compile_for_training(causal_lm, optimizer, generate_cfg, seed: int) -> None:
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction="mean_with_sample_weight"),
         weighted_metrics=[TokenMetrics(), keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        sampler=generation.build_sampler(generate_cfg, seed),
+        sampler=generation.build_sampler(generate_cfg, seed,
+                                         generation.vocabulary_limit(causal_lm)),
     )

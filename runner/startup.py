@@ -141,12 +141,19 @@ class Preflight(Callback):
 
     @staticmethod
     def _check(config, key: str, folder, values: bool = True) -> None:
-        from runner.config import validate
+        from omegaconf import OmegaConf
+
+        from runner.config import unknown_key_line, unknown_override_key, validate
         from runner.domains import folder_problem
 
         try:
             if values:
                 validate(config)
+            else:  # a sweep: its jobs are composed later, but a key no job has fails them all
+                unknown = unknown_override_key(OmegaConf.select(config, "hydra.overrides.task",
+                                                                default=[]))
+                if unknown:
+                    raise UserError(unknown_key_line(unknown))
             problem = folder_problem(Path(str(folder)).expanduser())
             if problem:
                 raise UserError(f"{key}={folder} {problem}; choose another {key}")

@@ -12,7 +12,14 @@ pytestmark = pytest.mark.slow
 # (id, overrides, words the one error line must contain): refused before any folder is made,
 # what Hydra rejects at compose time and values outside their domain alike.
 HYDRA_ERRORS = [
-    ("typo_key", ["optimizer.learnin_rate=1e-3"], ["learnin_rate"]),
+    ("typo_key", ["optimizer.learnin_rate=1e-3"],
+     ["optimizer.learnin_rate is not a key", "did you mean optimizer.learning_rate?"]),
+    ("added_key", ["+optimizer.learnin_rate=1e-3"],  # what Hydra's own hint used to suggest
+     ["optimizer.learnin_rate is not a key", "did you mean optimizer.learning_rate?"]),
+    ("force_added_key", ["++optimizer.gradient_accumulation_steps=4"],
+     ["optimizer.gradient_accumulation_steps is not a key"]),
+    ("sweep_added_key", ["-m", "+optimizer.learnin_rate=1e-3,2e-3"],
+     ["optimizer.learnin_rate is not a key", "did you mean optimizer.learning_rate?"]),
     ("wrong_type", ["train.batch_size=eight"], ["batch_size", "eight"]),
     ("unknown_group_option", ["mesh=3x3"], ["mesh", "3x3", "2x4"]),
     ("bad_enum", ["tracking.mode=sometimes"], ["mode", "offline", "online", "disabled"]),

@@ -5,6 +5,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import CONF, compose, run_cli
+from runner.config import unknown_keys, unknown_override_key, validate
+from runner.errors import UserError
+from runner.rundir import RunDir
 
 YAML_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml"))
 
@@ -30,6 +33,7 @@ def test_config_file_composes_and_resolves(rel):
     # the schema is behind the tree: converting to objects type-checks every field
     obj = OmegaConf.to_object(cfg)
     assert type(obj).__name__ == "Config"
+    assert unknown_keys(cfg) == []  # no file sets a key nothing reads
     if rel.parts[0] == "mesh":
         assert len(cfg.mesh.shape) == len(cfg.mesh.axis_names)
 
@@ -90,3 +94,45 @@ def test_the_default_experiment_sets_no_group_value():
     assert not groups & set(own), sorted(groups & set(own))
     assert compose("optimizer=sgd").optimizer.learning_rate == pytest.approx(1e-4)
     assert compose().optimizer.learning_rate == pytest.approx(2e-3)  # adamw_tiny
+
+
+@pytest.mark.parametrize("override,key,hint", [
+    ("+optimizer.learnin_rate=1e-3", "optimizer.learnin_rate", "did you mean optimizer.learning_rate?"),
+    ("++optimizer.gradient_accumulation_steps=4", "optimizer.gradient_accumulation_steps",
+     "the keys of optimizer: name, learning_rate"),
+    ("+learning_rate=1e-3", "learning_rate", "top-level keys: model, mesh"),
+    ("+train.resum=false", "train.resum", "did you mean train.resume or train.remat?"),
+])
+def test_a_key_the_schema_lacks_is_refused_however_it_was_added(override, key, hint):
+    """Hydra lets + and ++ add keys to a typed config; nothing would read them, so the run (and
+    runner.plan, which validates the same way) refuses them with the typo's own line."""
+    cfg = compose(override)
+    assert unknown_keys(cfg) == [key]
+    with pytest.raises(UserError) as refused:
+        validate(cfg)
+    line = str(refused.value)
+    assert line.startswith(f"{key} is not a key of the config schema") and hint in line
+    assert "\n" not in line
+    assert unknown_override_key([override]) == key  # what a sweep checks before its first job
+    if override.startswith("+") and not override.startswith("++"):
+        with pytest.raises(UserError) as typo:  # the same key without +: Hydra refuses it
+            compose(override[1:])
+        assert str(typo.value) == line
+
+
+def test_open_mappings_and_group_choices_are_not_unknown_keys():
+    overrides = ["+layout.rules.extra={pattern:a,axes:[null]}", "model=gemma_7b_en",
+                 "+experiment=default", "hydra.job.chdir=false", "~generate.prompts",
+                 "model.architecture.num_layers=3", "lora.rank=2,4"]
+    assert unknown_override_key(overrides) is None
+    assert unknown_keys(compose("layout=gemma_model_parallel",
+                                "+layout.rules.extra={pattern:a,axes:[null]}")) == []
+
+
+def test_a_run_folder_whose_config_has_an_unknown_key_is_refused_with_the_same_line(tmp_path):
+    """runner.generate, runner.export and runner.rerun read a run's resolved_config.yaml."""
+    (tmp_path / "resolved_config.yaml").write_text("optimizer:\n  learnin_rate: 0.1\n")
+    with pytest.raises(UserError) as refused:
+        RunDir(tmp_path).config()
+    assert "optimizer.learnin_rate is not a key of the config schema" in str(refused.value)
+    assert "did you mean optimizer.learning_rate?" in str(refused.value)

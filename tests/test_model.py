@@ -18,3 +18,37 @@ def test_lora_alpha_is_honoured_exactly():
     a, b = ops.convert_to_numpy(layer.lora_kernel_a), ops.convert_to_numpy(layer.lora_kernel_b)
     expected = ops.convert_to_numpy(layer._kernel) + (8 / 4) * np.einsum("hdr,rk->hdk", a, b)
     assert np.allclose(ops.convert_to_numpy(layer.kernel), expected, atol=1e-6)
+
+
+def test_sampling_never_asks_the_tokenizer_for_ids_it_lacks():
+    """model.weights=random over a larger vocabulary than the tokenizer's (the shipped tokenizer
+    has 512 tokens, this architecture 4096 rows): without the limit, greedy sampling from random
+    logits picks ids SentencePiece cannot detokenize ("piece id is out of range")."""
+    import keras
+    import keras_hub
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from runner import generation, model, objective
+
+    keras.utils.set_random_seed(0)
+    preprocessor = keras_hub.models.CausalLMPreprocessor.from_preset(
+        str(model.SHIPPED_PRESETS / "tiny_gemma"))
+    backbone = keras_hub.models.GemmaBackbone(
+        vocabulary_size=4096, num_layers=1, num_query_heads=2, num_key_value_heads=1,
+        hidden_dim=32, intermediate_dim=64, head_dim=16)
+    causal_lm = keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=preprocessor)
+    assert generation.vocabulary_limit(causal_lm) == 512
+    for sampler in ("greedy", "top_k", "top_p"):
+        cfg = OmegaConf.create({"sampler": sampler, "top_k": 5, "top_p": 0.9, "temperature": 1.0})
+        objective.compile_for_training(causal_lm, keras.optimizers.SGD(), cfg, seed=0)
+        texts = generation.generate(causal_lm, ["The film", "A"], max_length=16, batch_axis_size=1)
+        assert len(texts) == 2 and all(t.startswith(p) for t, p in zip(texts, ["The film", "A"]))
+        # the ids past the tokenizer's end get probability 0, even where their logits are highest
+        logits = np.zeros((1, 4096), "float32")
+        logits[0, 4000] = 50.0
+        probabilities = np.asarray(causal_lm.sampler.compute_probabilities(logits))
+        assert probabilities[0, 512:].max() == 0.0
+        assert np.isclose(probabilities[0, :512].sum(), 1.0)
+    same = keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=None)
+    assert generation.vocabulary_limit(same) is None  # nothing to decode: nothing to limit

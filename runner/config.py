@@ -233,6 +233,9 @@ class DatasetConfig:
     messages_field: str = key("messages", Text())
     # format=chat: null is the model family's own (runner/chat.py lists them)
     chat_template: Optional[str] = key(None, Choice(names=_chat_templates))
+    # your own data: a number, true/false, list or object where text is read (text_field, a
+    # template's fields) is an error naming file:line; true trains on its JSON text instead
+    stringify_values: bool = key(False, Flag())
     too_long: TooLong = key(TooLong.truncate, ENUM)  # sequences over train.sequence_length
     take: Optional[int] = key(None, at_least(1))  # use only the first N examples of the split
     shuffle_buffer: int = key(10000, at_least(1))

@@ -192,3 +192,99 @@ def test_a_users_jsonl_trains_and_a_malformed_one_stops_with_exit_2(workdir):
     assert len(errors) == 1 and "bad.jsonl:2: not a JSON object" in errors[0], proc.stderr[-800:]
     summary = workdir / "bad" / SUMMARY
     assert not summary.exists() or read_json(summary)["status"] != "finished"
+
+
+ROWS = [("one", "the first answer"), ("two, with a comma", "a second\nanswer on two lines"),
+        ('a "quoted" question', "the third answer")]
+PAIRS = [{"prompt": p, "response": r} for p, r in ROWS]
+
+
+def _spreadsheet_files(folder):
+    """The same three records as spreadsheets, editors and other tools write them."""
+    import csv
+    import io
+
+    def csv_text(delimiter=",", newline="\r\n"):
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter=delimiter, lineterminator=newline)
+        writer.writerow(["prompt", "response"])
+        writer.writerows((p, r.replace("\n", "\r\n")) for p, r in ROWS)  # CRLF inside a cell
+        return out.getvalue()
+
+    jsonl = "".join(json.dumps(r) + "\n" for r in PAIRS)
+    files = {
+        "excel_utf8.csv": b"\xef\xbb\xbf" + csv_text().encode(),  # "CSV UTF-8": a BOM, CRLF
+        "excel_semicolon.csv": csv_text(";").encode(),  # locales whose decimal mark is a comma
+        "unicode_text.tsv": b"\xff\xfe" + csv_text("\t").encode("utf-16-le"),  # "Unicode text"
+        "notepad.jsonl": b"\xef\xbb\xbf" + jsonl.replace("\n", "\r\n").encode(),
+        "old_mac.jsonl": jsonl.replace("\n", "\r").encode(),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return list(files)
+
+
+def test_files_as_spreadsheets_and_editors_write_them_give_the_same_records(tmp_path):
+    """Byte-order marks, UTF-16, CRLF and CR line ends, quoted multi-line fields and other
+    delimiters: the records read are exactly the ones written."""
+    from runner.datasets import records
+
+    for name in _spreadsheet_files(tmp_path):
+        path = tmp_path / name
+        got = [r for _, r in records.read(path, records.format_of(path, "auto", "dataset.files"))]
+        assert got == PAIRS, name
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbffirst line\r\nsecond line\r\n")
+    got = [r for _, r in records.read(tmp_path / "bom.txt", "text")]
+    assert got == [{"text": "first line"}, {"text": "second line"}]
+    places = [w for w, _ in records.read(tmp_path / "excel_utf8.csv", "csv")]
+    assert [w.rsplit(":", 1)[1] for w in places] == ["2", "3", "5"]  # each record's first line
+
+
+def test_spreadsheet_files_train_the_same_prompt_response_examples(tmp_path):
+    for name in _spreadsheet_files(tmp_path):
+        cfg = compose(f"dataset.files={tmp_path / name}", "dataset.format=prompt_response",
+                      "dataset.prompt_template='{prompt}'", "dataset.response_template='{response}'",
+                      _data_dir(tmp_path))
+        from runner.checks import run_checks
+
+        assert run_checks(cfg, 8, for_training=False).problems == [], name
+        from runner.datasets.opening import open_dataset
+
+        ds = open_dataset(cfg.dataset).builder.as_dataset(split="train", shuffle_files=False)
+        got = [(ex["prompt"].decode(), ex["response"].decode()) for ex in ds.as_numpy_iterator()]
+        assert got == ROWS, name
+
+
+@pytest.mark.parametrize("records,fmt,words", [
+    ([{"text": "a"}, {"text": 5}], [], ['d.jsonl:2: "text" holds 5, not a string',
+                                       "dataset.text_field reads it as text",
+                                       "dataset.stringify_values=true"]),
+    ([{"text": "a"}, {"text": ["x", "y"]}], [], ['d.jsonl:2: "text" holds ["x", "y"]']),
+    ([{"text": True}], [], ['d.jsonl:1: "text" holds true']),
+    ([{"q": "a", "a": 3.5}], ["dataset.format=prompt_response", "dataset.prompt_template='{q}'",
+                              "dataset.response_template='{a}'"],
+     ['d.jsonl:1: "a" holds 3.5', "dataset.response_template reads it as text"]),
+])
+def test_a_value_that_is_not_text_where_text_is_read_is_refused_with_its_place(
+        tmp_path, records, fmt, words):
+    from runner.checks import run_checks
+
+    data = _write(tmp_path / "d.jsonl", records)
+    cfg = compose(f"dataset.files={data}", *fmt, _data_dir(tmp_path))
+    problems = run_checks(cfg, 8, for_training=False).problems
+    assert problems and all(w in problems[0] for w in words), problems
+    allowed = compose(f"dataset.files={data}", *fmt, "dataset.stringify_values=true",
+                      _data_dir(tmp_path))
+    assert run_checks(allowed, 8, for_training=False).problems == []
+
+
+def test_a_parquet_column_of_numbers_read_as_text_is_refused_with_its_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from runner.checks import run_checks
+
+    pq.write_table(pa.Table.from_pylist([{"text": 1}, {"text": 2}]), tmp_path / "d.parquet")
+    cfg = compose(f"dataset.files={tmp_path / 'd.parquet'}", _data_dir(tmp_path))
+    problems = run_checks(cfg, 8, for_training=False).problems
+    assert problems and 'd.parquet:row 1: "text" holds 1, not a string' in problems[0]

@@ -23,6 +23,7 @@ def problems(dataset_cfg, opened, family=None) -> list[str]:
             found += template_problems(f"dataset.{key}", template, features)
             for name in _fields(template):
                 found += _missing(opened, name, f"dataset.{key}")
+                found += _non_text(dataset_cfg, opened, name, f"dataset.{key}")
     elif dataset_cfg.format == "chat":
         found += _chat_field_problems(dataset_cfg, opened, features)
         if not found and family is not None:
@@ -32,6 +33,7 @@ def problems(dataset_cfg, opened, family=None) -> list[str]:
                      f"{opened.label}; features: {sorted(features)}")
     else:
         found += _missing(opened, dataset_cfg.text_field, "dataset.text_field")
+        found += _non_text(dataset_cfg, opened, dataset_cfg.text_field, "dataset.text_field")
     return found
 
 
@@ -73,6 +75,19 @@ def _missing(opened, name: str, key: str) -> list[str]:
     where, count = opened.scan.missing[name]
     return [f"{where}: the record has no \"{name}\" field, which {key} reads ({count} record"
             f"{'s' * (count > 1)} lack it); add it or remove those records"]
+
+
+def _non_text(dataset_cfg, opened, name: str, key: str) -> list[str]:
+    """A user's record whose field, read as text, holds a number, a list or an object: training
+    on its JSON text silently is rarely what was meant (a column of ids read as the text, a
+    list of answers where one was expected)."""
+    if opened.scan is None or name not in opened.scan.non_text or dataset_cfg.stringify_values:
+        return []
+    where, text = opened.scan.non_text[name]
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return [f"{where}: \"{name}\" holds {shown}, not a string, and {key} reads it as text; "
+            "write it as a string, or set dataset.stringify_values=true to train on such "
+            "values' JSON text"]
 
 
 def _is_chat_feature(feature) -> bool:

@@ -4,6 +4,12 @@ Every record comes with where it came from ("data/train.jsonl:17"), so a mistake
 (a missing field, an unknown role) can name the file and line. A malformed line is a UserError
 at once, naming the file and the line. Only the standard library reads JSONL, CSV and text;
 Parquet is read with pyarrow (which TFDS already installs).
+
+Files as other programs write them: a byte-order mark (spreadsheets' "CSV UTF-8", Notepad) is
+dropped, UTF-16 with its mark (spreadsheets' "Unicode text") is decoded, CRLF and CR line ends
+are line ends, a CSV field in quotes may span lines (its CRLFs read as newlines), and a CSV
+file's delimiter (comma, semicolon as spreadsheets in many locales write it, or tab) is read off
+its header line.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from typing import Iterator
 
 from runner.errors import UserError
 
-SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
-            ".txt": "text", ".text": "text"}
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "csv",
+            ".parquet": "parquet", ".txt": "text", ".text": "text"}
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_DELIMITERS = ",;\t"
 FORMATS = ("auto", "jsonl", "csv", "parquet", "text")
 
 
@@ -57,8 +65,20 @@ def read(path: Path, fmt: str) -> Iterator[tuple[str, dict]]:
     yield from reader(path)
 
 
+def _encoding(path: Path) -> str:
+    """UTF-8, or what the file's byte-order mark says."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return next((name for mark, name in _BOMS if head.startswith(mark)), "utf-8")
+
+
+def _open(path: Path, **kwargs):
+    """Text mode: CRLF and CR line ends arrive as "\n" (newline="" keeps them for csv)."""
+    return open(path, encoding=_encoding(path), **kwargs)
+
+
 def _jsonl(path: Path):
-    with open(path, encoding="utf-8") as f:
+    with _open(path) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -74,19 +94,31 @@ def _jsonl(path: Path):
             yield where, record
 
 
+def _delimiter(path: Path) -> str:
+    """The delimiter the header line uses most: comma, semicolon or tab."""
+    with _open(path, newline="") as f:
+        header = f.readline()
+    return max(_DELIMITERS, key=header.count) if any(d in header for d in _DELIMITERS) else ","
+
+
 def _csv(path: Path):
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
+    delimiter = _delimiter(path)
+    with _open(path, newline="") as f:  # newline="": quoted fields may hold line breaks
+        reader = csv.DictReader(f, delimiter=delimiter)
         if not reader.fieldnames:
             raise UserError(f"{path}: no header line; a CSV file's first line names its columns")
+        end = reader.line_num  # a record's place is its first line (quoted fields span lines)
         for record in reader:
-            where = f"{path}:{reader.line_num}"
+            where, end = f"{path}:{end + 1}", reader.line_num
             if None in record or any(v is None for v in record.values()):
                 raise UserError(f"{where}: has {len(record.get(None) or []) or 'too few'} "
                                 f"{'extra ' if None in record else ''}fields for the header's "
                                 f"{len(reader.fieldnames)} columns; fix the line (quote fields "
-                                "that hold commas)")
-            yield where, record
+                                f"that hold a {_NAMES[delimiter]})")
+            yield where, {k: v.replace("\r\n", "\n") for k, v in record.items()}
+
+
+_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
 def _parquet(path: Path):
@@ -104,7 +136,7 @@ def _parquet(path: Path):
 
 
 def _text(path: Path):
-    with open(path, encoding="utf-8") as f:
+    with _open(path) as f:
         for number, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if line.strip():

@@ -7,8 +7,10 @@ behave the same. The prepared copy lives under <data_dir>/user_data/<key>/, wher
 digest of the records' content (the files' bytes, or the Hugging Face dataset's fingerprints)
 and of how they are read: an edited file is prepared again, an unchanged one never.
 
-Stored fields: a text field for every field with scalar values (numbers as JSON text), a chat
-field ({role, content} sequences) for every field holding a list of messages, and `_where`
+Stored fields: a text field for every field with scalar values (a value that is not a string,
+such as a number or a list, as its JSON text, and noted in the scan: the check stage refuses it
+where the format reads text unless dataset.stringify_values is set), a chat field ({role,
+content} sequences) for every field holding a list of messages, and `_where`
 ("data/train.jsonl:17"), so later checks can name a file and line.
 """
 
@@ -26,7 +28,7 @@ from typing import Callable, Iterator, Optional
 from runner.datasets import records as rec
 from runner.errors import UserError
 
-READER_VERSION = "1"  # bump when a change here changes what a prepared copy holds
+READER_VERSION = "2"  # bump when a change here changes what a prepared copy holds
 WHERE = "_where"
 TEXT, MESSAGES = "text", "messages"
 EVAL_SPLIT = "validation"  # the split dataset.eval_files become
@@ -39,10 +41,12 @@ class Scan:
     counts: dict = field(default_factory=dict)  # split -> records
     missing: dict = field(default_factory=dict)  # field -> [first place it is missing, count]
     roles: dict = field(default_factory=dict)  # chat role -> first place it occurs
+    # field -> [first place it holds a value that is not a string, that value as JSON text]
+    non_text: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"kinds": self.kinds, "counts": self.counts, "missing": self.missing,
-                "roles": self.roles}
+                "roles": self.roles, "non_text": self.non_text}
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ def _reader(paths, formats) -> Callable[[], Iterator]:
                 yield from rec.read(path, fmt)
             except UnicodeDecodeError as exc:
                 raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                                "save it as UTF-8") from None
+                                "save it as UTF-8 (spreadsheets: \"CSV UTF-8\")") from None
     return records
 
 
@@ -140,6 +144,9 @@ def scan(source: Source) -> Scan:
             n += 1
             first = first or where
             values = {k: v for k, v in _normalized(record, where).items() if v is not None}
+            for name, value in record.items():
+                if name in values and not isinstance(value, str) and not _is_messages(value):
+                    result.non_text.setdefault(name, [where, values[name]])
             for name, value in values.items():
                 kind = MESSAGES if isinstance(value, list) else TEXT
                 known = result.kinds.setdefault(name, kind)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from runner import startup
 from runner.errors import UserError
 from runner.rundir import RunDir, RunDirTaken
+from runner.stopping import Stopped
 
 log = logging.getLogger("runner")
 
@@ -35,6 +36,8 @@ def wandb_names(cfg, hydra_cfg) -> dict:
 def main(cfg: DictConfig) -> float:
     """Train one job. In a sweep (-m), a failing job is recorded (its summary.json says failed
     and why) and the sweep goes on; runner.sweep.SweepSummary lists the failures at the end.
+    A stop signal (runner.stopping) ends the job with a checkpoint, and the process (the sweep
+    too: the scheduler wants it gone) with 128 + the signal's number.
     Returns the job's objective for sweepers such as Optuna: the final eval loss if the run
     evaluates, else the final training loss (nan for a failed job)."""
     hydra_cfg = HydraConfig.get()
@@ -49,6 +52,8 @@ def main(cfg: DictConfig) -> float:
         from runner import train
 
         summary = train.run(cfg, folder.path, **wandb_names(cfg, hydra_cfg))
+    except Stopped as stop:  # a stop signal: the folder says so; a sweep stops here too
+        raise SystemExit(stop.request.exit_code) from None
     except UserError as exc:
         if not isinstance(exc, RunDirTaken):
             folder.fail(exc)

@@ -103,42 +103,53 @@ class Evaluator(keras.callbacks.Callback):
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Saves a checkpoint every `every` steps (runner.checkpoints); on a resumed run, restores
-    the checkpoint's values at the start of the epoch, after Keras has reset the metrics.
+    """Saves a checkpoint every `every` steps (runner.checkpoints), and at the step where a stop
+    is agreed (runner.stopping: SIGTERM, SIGUSR1, Ctrl-C), then ends training there. On a
+    resumed run (the checkpoint restored by runner.train before fit), puts back what Keras
+    resets when the epoch begins: the metrics' accumulators, and the callbacks' own state.
 
     Put it after the other callbacks: a step's checkpoint must hold the state after that step's
     logging and evaluation, as an uninterrupted run continues from it."""
 
     def __init__(self, saver, every, total_steps: int, start_step: int, stateful: dict,
-                 resume_from=None, on_restored=None, keep_final: bool = False):
-        """keep_final: also checkpoint the last step when `every` divides it (a full fine-tune:
-        the only copy of its trained weights, which `python -m runner.export` reads)."""
+                 resumed=None, on_restored=None, keep_final: bool = False, should_stop=None):
+        """resumed: runner.train.Start of a restored checkpoint (None: a fresh start).
+        keep_final: also checkpoint the last step when `every` divides it (a full fine-tune:
+        the only copy of its trained weights, which `python -m runner.export` reads).
+        should_stop(step): the agreed stop Request after that step, or None; every process
+        asks at every step."""
         super().__init__()
-        self.keep_final = keep_final
+        self.keep_final, self.should_stop = keep_final, should_stop
         self.saver, self.every = saver, every
         self.total_steps, self.start_step = total_steps, start_step
         self.stateful = stateful  # name -> callback with state()/load_state()
-        self.resume_from, self.on_restored = resume_from, on_restored
+        self.resumed, self.on_restored = resumed, on_restored
+        self.stopped = None  # (Request, step, checkpoint folder) once a stop was agreed
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.resume_from is None:
+        if self.resumed is None:
             return
-        meta = checkpoints.restore(self.model, self.resume_from)
+        for variable, value in zip(self.model.metrics_variables, self.resumed.metrics):
+            variable.assign(value)
         for name, callback in self.stateful.items():
-            callback.load_state(meta["callbacks"][name])
+            callback.load_state(self.resumed.meta["callbacks"][name])
         if self.on_restored is not None:
             self.on_restored(self.model)
-        log.info("resumed from %s", self.resume_from.path)
-        self.resume_from = None
+        log.info("resumed from %s", self.resumed.checkpoint.path)
+        self.resumed = None
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.start_step + batch + 1
-        if not self.every or step % self.every or (step >= self.total_steps
-                                                    and not self.keep_final):
-            return
-        state, paths = checkpoints.capture(self.model)  # `self.model` syncs the JAX state
-        self.saver.save(step, state, {"paths": paths, "callbacks": {
-            name: callback.state() for name, callback in self.stateful.items()}})
+        request = self.should_stop(step) if self.should_stop is not None else None
+        periodic = bool(self.every) and not step % self.every and (
+            step < self.total_steps or self.keep_final)
+        if periodic or request is not None:
+            state, paths = checkpoints.capture(self.model)  # `self.model` syncs the JAX state
+            path = self.saver.save(step, state, {"paths": paths, "callbacks": {
+                name: callback.state() for name, callback in self.stateful.items()}})
+            if request is not None:
+                self.stopped = (request, step, str(path))
+                self.model.stop_training = True
 
     def on_train_end(self, logs=None):
         self.saver.wait()

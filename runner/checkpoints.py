@@ -16,6 +16,10 @@ newest KEEP. Restoring takes the shardings of the model being resumed, so a chec
 2 processes restores into 1 (or onto another mesh).
 
 Layout: checkpoints/step_00000020/{state,meta}/ (Orbax's PyTree and JSON items).
+
+A checkpoint that cannot be restored (a file of it damaged or missing: a full disk, a cut copy)
+is found by restoring it for real; runner.train then sets it aside (set_aside: moved into
+checkpoints_set_aside/, never deleted) and resumes from the newest one that restores.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from runner.rundir import CHECKPOINTS, RunDir
+from runner.errors import UserError
+from runner.rundir import CHECKPOINTS, SET_ASIDE, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +56,36 @@ def _name_format():
     return ocp.step.standard_name_format(step_prefix="step", step_format_fixed_length=8)
 
 
-def latest(folder: RunDir) -> Optional[Checkpoint]:
-    """The newest complete checkpoint in a run folder, or None. Orbax writes a step into a
-    temporary folder and renames it when complete, so a step folder that exists is complete
-    (the meta item is checked too, for a folder copied by hand)."""
+def complete(folder: RunDir) -> list[Checkpoint]:
+    """Every checkpoint of a run folder that Orbax finalized, newest first: by Orbax's own
+    markers (a step is written into a temporary folder and renamed when every process is done;
+    on object stores, its commit_success file), holding both items (a folder copied by hand may
+    lack one). Whether its files can be read is known only by restoring it."""
     root = folder / CHECKPOINTS
     if not root.is_dir():
-        return None
-    done = sorted(p for p in root.iterdir()
-                  if _STEP.fullmatch(p.name) and (p / _META).is_dir() and (p / _STATE).is_dir())
-    return Checkpoint(int(done[-1].name.split("_")[1]), done[-1]) if done else None
+        return []
+    found = [Checkpoint(int(m.step), Path(m.path)) for m in _name_format().find_all(root)]
+    return sorted((c for c in found if (c.path / _META).is_dir() and (c.path / _STATE).is_dir()),
+                  key=lambda c: c.step, reverse=True)
 
 
-def at(folder: RunDir, step: int) -> Checkpoint:
-    return Checkpoint(step, folder / CHECKPOINTS / _name(step))
+def latest(folder: RunDir) -> Optional[Checkpoint]:
+    """The newest complete checkpoint in a run folder, or None."""
+    found = complete(folder)
+    return found[0] if found else None
+
+
+def set_aside(folder: RunDir, checkpoint: Checkpoint) -> Path:
+    """Move a checkpoint out of Orbax's sight (never delete it: what a run wrote stays) into
+    checkpoints_set_aside/; returns where it went."""
+    root = folder / SET_ASIDE
+    root.mkdir(exist_ok=True)
+    target, n = root / checkpoint.path.name, 1
+    while target.exists():
+        n += 1
+        target = root / f"{checkpoint.path.name}-{n}"
+    checkpoint.path.rename(target)
+    return target
 
 
 def _groups(model) -> dict[str, list]:
@@ -97,15 +118,24 @@ def _manager(folder: RunDir, read_only: bool = False):
                                  item_names=(_STATE, _META))
 
 
+class Mismatch(UserError):
+    """A checkpoint that was read, of a model with other variables."""
+
+
 def _read_meta(checkpoint: Checkpoint) -> dict:
     import orbax.checkpoint as ocp
 
-    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(checkpoint.path / _META)
+    return ocp.JsonCheckpointHandler().restore(checkpoint.path / _META)
 
 
 def restore(model, checkpoint: Checkpoint) -> dict:
     """Assign a checkpoint's values to the model's variables, each read straight into the
-    variable's own sharding; return its meta (paths, callbacks' state)."""
+    variable's own sharding; return its meta (paths, callbacks' state). Any error but Mismatch
+    means the checkpoint cannot be read.
+
+    Orbax's handlers are called directly, not through its Checkpointer, whose restore ends with
+    a barrier of every process: a process that cannot read its shards would leave the others
+    waiting there, where runner.train has them agree on the outcome instead."""
     import jax
     import orbax.checkpoint as ocp
 
@@ -114,16 +144,21 @@ def restore(model, checkpoint: Checkpoint) -> dict:
     for group, variables in groups.items():
         saved = meta["paths"].get(group, [])
         if [v.path for v in variables] != saved:
-            raise RuntimeError(f"checkpoint does not fit this model: its {group} variables "
-                               f"differ ({len(saved)} saved, {len(variables)} here)")
+            raise Mismatch(f"{checkpoint.path} does not fit this model: its {group} variables "
+                           f"differ ({len(saved)} saved, {len(variables)} here); resume with the "
+                           "runner version that wrote it, or start over with train.resume=restart")
     target = {group: [jax.ShapeDtypeStruct(v.value.shape, v.value.dtype,
                                            sharding=v.value.sharding) for v in variables]
               for group, variables in groups.items()}
-    values = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
-        checkpoint.path / _STATE,
-        args=ocp.args.PyTreeRestore(target,
-                                    restore_args=ocp.checkpoint_utils.construct_restore_args(
-                                        target)))
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        values = handler.restore(
+            checkpoint.path / _STATE,
+            args=ocp.args.PyTreeRestore(target,
+                                        restore_args=ocp.checkpoint_utils.construct_restore_args(
+                                            target)))
+    finally:
+        handler.close()
     for group, variables in groups.items():
         for v, value in zip(variables, values[group]):
             v.assign(value)
@@ -160,7 +195,8 @@ class Saver:
         self.folder = folder
         self._manager = None
 
-    def save(self, step: int, state: dict, meta: dict) -> None:
+    def save(self, step: int, state: dict, meta: dict) -> Path:
+        """Start writing step `step`; returns the folder it will have once complete."""
         import orbax.checkpoint as ocp
 
         if self._manager is None:
@@ -169,6 +205,7 @@ class Saver:
             _STATE: ocp.args.PyTreeSave(state),
             _META: ocp.args.JsonSave({"step": step, **meta})}))
         log.info("checkpoint: step %d (writing in the background)", step)
+        return self.folder / CHECKPOINTS / _name(step)
 
     def wait(self) -> None:
         """Block until the last save is on disk; a failed write is raised here."""

@@ -107,9 +107,15 @@ def _preset(model_cfg, for_training: bool) -> None:
     if for_training and described.location is None and not random:
         resolve_preset(model_cfg.preset)  # raises why it cannot be had here
     if described.kind == TRANSFORMERS and Path(described.location).is_dir():
-        problem = tokenizer_problem(Path(described.location), described.family)
+        folder = Path(described.location)
+        problem = tokenizer_problem(folder, described.family)
         if problem:
             raise UserError(problem)
+        if not random:  # the weight files: present, whole, and what config.json says
+            from runner.hf import files
+            from runner.hf.folder import read_config
+
+            files.check(folder, described.family, read_config(folder), described.numbers)
 
 
 def _artifacts(cfg, process_count: int) -> None:
@@ -144,7 +150,5 @@ def _export_preconditions(cfg, process_count: int) -> None:
     if process_count > 1:
         raise UserError("train.export_hf=true is not supported in a multi-process run; export "
                         "afterwards with python -m runner.export RUN_DIR")
-    missing = [m for m in ("transformers", "torch") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"train.export_hf=true needs {' and '.join(missing)}: "
-                        "pip install 'keras-runner[export]'")
+    if importlib.util.find_spec("transformers") is None:
+        raise UserError("train.export_hf=true needs transformers: pip install -e '.[export]'")

@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from runner.domains import (Choice, Flag, Folder, ListOf, Mapping, MeshShape, Number, Template,
-                            Text, at_least, fraction, key, positive)
+from runner.domains import (Choice, Flag, Folder, ListOf, Mapping, MeshShape, Number, OneOf,
+                            Template, Text, at_least, fraction, key, positive)
 from runner.errors import UserError
 
 # conf/ lives inside the package (package data, so a non-editable install finds it too); the
@@ -260,8 +260,10 @@ class TrainConfig:
     remat: Remat = key(Remat.none, ENUM)
     # steps between checkpoints (null: none); operational: a cut run may resume with another
     checkpoint_every: Optional[int] = key(None, at_least(1), operational=True)
-    # the same config in a folder whose run was cut resumes it
-    resume: bool = key(True, Flag(), operational=True)
+    # true: the same config in a folder whose run was cut resumes it, from its newest checkpoint
+    # that restores; false: a folder holding a run is refused; restart: a cut run starts over
+    # from step 0 (its checkpoints are set aside in checkpoints_set_aside/, not deleted)
+    resume: Any = key(True, OneOf((True, False, "restart")), operational=True)
     save_adapter: bool = key(True, Flag())  # LoRA runs: adapter.lora.h5 in the run folder
     save_merged_preset: bool = key(False, Flag())  # also a preset with the adapter merged in
     # at the end, what `python -m runner.export` writes: Hugging Face folders in export/
@@ -568,6 +570,10 @@ def validate(cfg) -> None:
     for dotted, f in walk_schema():
         domain = f.metadata.get("domain")
         value = OmegaConf.select(cfg, dotted, throw_on_missing=False)
+        if value is None and domain is not None and "Optional" not in str(f.type) \
+                and f.default is not MISSING:  # a key typed Any: OmegaConf let null through
+            raise UserError(f"{dotted}=null is not allowed; it must be {domain.text}"
+                            f"{_fix(dotted, f, domain, 'must be')}")
         if domain is None or value is None:
             continue
         plain = OmegaConf.to_container(value, resolve=True) \
@@ -590,4 +596,5 @@ def _fix(dotted: str, f, domain, problem: str) -> str:
     if f.default is MISSING or f.default_factory is not dataclasses.MISSING:
         return fix
     default = f.default.value if isinstance(f.default, StrEnum) else f.default
+    default = str(default).lower() if isinstance(default, bool) else default
     return f"{fix}; e.g. {dotted}={default if default != '' else repr('')} (the default)"

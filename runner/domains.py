@@ -173,6 +173,26 @@ class Choice(Domain):
 
 
 @dataclass(frozen=True)
+class OneOf(Domain):
+    """One of a few values of any type (true, false, a word): for a key typed Any, because
+    OmegaConf has no union of bool and str."""
+    values: tuple = ()
+
+    @property
+    def text(self) -> str:
+        shown = [str(v).lower() if isinstance(v, bool) else str(v) for v in self.values]
+        return "one of " + ", ".join(shown)
+
+    def problem(self, value):
+        if not any(value is v if isinstance(v, bool) else value == v for v in self.values):
+            return f"must be {self.text}"
+        return None
+
+    def bad_examples(self):
+        return ["maybe", "1"]
+
+
+@dataclass(frozen=True)
 class Flag(Domain):
     text = "true or false"
 

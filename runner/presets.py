@@ -95,7 +95,7 @@ def _from_checkpoint(preset: str, location: str) -> Described:
                          location)
     if "model_type" in config:
         family = hf_folder.family_of(config, preset)
-        return Described(family, hf_folder.keras_numbers(family, config),
+        return Described(family, hf_folder.keras_numbers(family, config, location),
                          f"{preset} (Hugging Face config.json)", TRANSFORMERS, location)
     raise UserError(f"model.preset={preset} is neither a keras-hub preset (config.json with "
                     "class_name) nor a Hugging Face checkpoint (config.json with model_type); "

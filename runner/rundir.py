@@ -35,6 +35,7 @@ MERGED = "merged_preset"
 EXPORT = "export"  # python -m runner.export: Hugging Face folders, one per kind below
 EXPORT_MERGED, EXPORT_ADAPTER, EXPORT_BASE = "merged", "adapter", "base"
 CHECKPOINTS = "checkpoints"
+SET_ASIDE = "checkpoints_set_aside"  # checkpoints that could not be restored, or a restart's
 LOG = "runner.log"
 EXPORT_LOG = "export.log"
 LOCK = ".lock"
@@ -160,16 +161,19 @@ class RunDirTaken(UserError):
 class Claim:
     """What a run folder holds when a run starts in it.
 
-    state: "new" (empty), "finished" (nothing to do), "resume" (interrupted, with a checkpoint),
-    "restart" (interrupted before its first checkpoint). The lock is held until release()."""
+    state: "new" (empty), "finished" (nothing to do), "resume" (cut, with checkpoints: the run
+    resumes from the newest that restores), "restart" (cut before its first checkpoint, or
+    train.resume=restart: its checkpoints, if any, are set aside). The lock is held until
+    release()."""
     state: str
     summary: Optional[dict] = None
-    checkpoint: Optional[object] = None  # runner.checkpoints.Checkpoint
+    checkpoints: tuple = ()  # runner.checkpoints.Checkpoint, newest first
     lock: Optional[IO] = None
 
     @property
     def start_step(self) -> int:
-        return self.checkpoint.step if self.state == "resume" else 0
+        """The step the run resumes from if its newest checkpoint restores."""
+        return self.checkpoints[0].step if self.state == "resume" else 0
 
     def release(self) -> None:
         if self.lock is not None:
@@ -204,9 +208,10 @@ def first_difference(a, b, prefix="") -> str:
     return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
 
 
-def claim(folder: RunDir, resolved: dict, resume: bool) -> Claim:
+def claim(folder: RunDir, resolved: dict, resume) -> Claim:
     """Lock the folder and say what to do with what it holds. A folder holding a run of another
-    experiment is refused; so is any run when resume is off. Nothing in it is changed here."""
+    experiment is refused; so is any run when resume is off (false); "restart" starts a cut run
+    over from step 0. Nothing in it is changed here."""
     from runner.config import experiment_part
 
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -215,7 +220,7 @@ def claim(folder: RunDir, resolved: dict, resume: bool) -> Claim:
         taken = [m for m in RUN_MARKERS if (folder / m).exists()]
         if not taken:
             return Claim("new", lock=lock)
-        if not resume:
+        if resume is False:
             raise RunDirTaken(
                 f"hydra.run.dir={folder.path} already holds a run ({', '.join(taken)}) and "
                 "train.resume=false; choose a new folder (the default one is new for every run)")
@@ -230,9 +235,9 @@ def claim(folder: RunDir, resolved: dict, resume: bool) -> Claim:
             return Claim("finished", summary=summary, lock=lock)
         from runner import checkpoints
 
-        checkpoint = checkpoints.latest(folder)
-        return Claim("resume" if checkpoint else "restart", summary=summary,
-                     checkpoint=checkpoint, lock=lock)
+        found = tuple(checkpoints.complete(folder))
+        state = "resume" if found and resume != "restart" else "restart"
+        return Claim(state, summary=summary, checkpoints=found, lock=lock)
     except BaseException:
         lock.close()
         raise
@@ -241,7 +246,7 @@ def claim(folder: RunDir, resolved: dict, resume: bool) -> Claim:
 _CLAIM_STATES = ("new", "finished", "resume", "restart")
 
 
-def claim_across_processes(folder: RunDir, resolved: dict, resume: bool) -> Claim:
+def claim_across_processes(folder: RunDir, resolved: dict, resume) -> Claim:
     """Process 0 claims the folder; in a multi-process program it tells the others what it
     found (they read the same shared folder, and must all resume from the same step)."""
     import jax
@@ -268,8 +273,10 @@ def claim_across_processes(folder: RunDir, resolved: dict, resume: bool) -> Clai
     from runner import checkpoints
 
     state, step = _CLAIM_STATES[code[0]], code[1]
+    found = tuple(c for c in checkpoints.complete(folder) if c.step <= step) \
+        if state == "resume" else ()  # as process 0 found them (it alone sets any aside)
     return Claim(state, summary=folder.summary() if state == "finished" else None,
-                 checkpoint=checkpoints.at(folder, step) if state == "resume" else None)
+                 checkpoints=found)
 
 
 def job_folders(sweep_dir) -> dict[Path, dict]:

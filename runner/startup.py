@@ -97,8 +97,12 @@ def command(main):
     def wrapped(*args, **kwargs) -> int:
         from runner.config import is_compose_error
 
+        from runner.stopping import Stopped
+
         try:
             return main(*args, **kwargs)
+        except Stopped as stop:  # runner.rerun's run, stopped by a signal: the log said why
+            return stop.request.exit_code
         except Exception as exc:
             if not (isinstance(exc, UserError) or is_compose_error(exc)) or full_error_wanted():
                 raise

@@ -90,6 +90,11 @@ class Tracker:
     def wandb_dir(self) -> str | None:
         return str(Path(self.run.dir).parent) if self.run is not None else None
 
+    def preempting(self) -> None:
+        """Tell W&B the run stops to be resumed (online, it shows as preempted, not crashed)."""
+        if self.run is not None:
+            self.run.mark_preempting()
+
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
             self.run.finish(exit_code=exit_code)

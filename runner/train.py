@@ -4,12 +4,16 @@
     plan_and_check  everything that needs no weights: values, combinations, the dataset, the
                     sharding plan and the memory it needs; the folder's first files
     build           model, data and optimizer inside the distribution, placement checked
-    fit             sample, train (logging, evaluating, checkpointing), sample again
+    fit             sample, resume (the newest checkpoint that restores), train (logging,
+                    evaluating, checkpointing), sample again
     finish          results, adapter (and merged preset), the final summary
 
 Each stage is a short function that gets what the earlier ones decided as small frozen records
-(Decided, Built, Fitted). Called by runner.__main__ (the CLI), runner.rerun and tests; it never
-reads Hydra's global state or sets process-wide environment (runner.startup does).
+(Decided, Built, Start, Fitted). Called by runner.__main__ (the CLI), runner.rerun and tests; it
+never reads Hydra's global state or sets process-wide environment (runner.startup does).
+
+While it runs, a stop signal (runner.stopping: SIGTERM, SIGUSR1, Ctrl-C) ends training after the
+step in flight with a checkpoint at that step; run() then marks the folder and raises Stopped.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from omegaconf import OmegaConf
 from runner import adapters, checks, checkpoints, data, flops, generation, layout, model, optim
 from runner import objective, provenance
 from runner.callbacks import Checkpointer, Evaluator, StepLogger
+from runner.errors import UserError
+from runner.stopping import Request, StopRequests, Stopped
 from runner.plan import TSV_COLUMNS, Plan, memory as mem, tsv_rows, write_tsv
 from runner.plan.assemble import estimate_memory, make_plan
 from runner.plan.placement import verify_placement
-from runner.rundir import ENV, MERGED, SHARDING, Claim, RunDir, claim_across_processes, write_json
+from runner.rundir import (CHECKPOINTS, ENV, MERGED, SET_ASIDE, SHARDING, Claim, RunDir,
+                           claim_across_processes, write_json)
 from runner.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -51,10 +58,6 @@ class Decided:
     batch_axis_size: int
     started: float  # time.time() when the run began
 
-    @property
-    def start_step(self) -> int:
-        return self.claim.start_step
-
 
 @dataclass(frozen=True)
 class Built:
@@ -63,6 +66,15 @@ class Built:
     stream: data.Stream
     eval_stream: Optional[data.Stream]
     variables: tuple  # the model's and the optimizer's, as the plan lists them
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where training starts: step 0, or a restored checkpoint's step with what fit resets."""
+    step: int = 0
+    checkpoint: Optional[object] = None  # runner.checkpoints.Checkpoint restored
+    meta: Optional[dict] = None  # its meta: the callbacks' state
+    metrics: tuple = ()  # the metrics' restored accumulators (fit resets them; put back)
 
 
 @dataclass(frozen=True)
@@ -79,8 +91,9 @@ def run(cfg, run_dir, run_name: str | None = None, group: str | None = None) -> 
     """Train the experiment `cfg` (a composed, typed config) into `run_dir`; return the summary.
 
     A folder whose run of the same experiment finished is left alone (its summary is returned);
-    one whose run was cut resumes from its last checkpoint. `run_name` and `group` name the W&B
-    run (a sweep groups its jobs and names each by its overrides)."""
+    one whose run was cut resumes from its newest checkpoint that restores. `run_name` and
+    `group` name the W&B run (a sweep groups its jobs and names each by its overrides). A stop
+    signal ends it with Stopped (summary.json says "preempted" or "interrupted")."""
     started = time.time()
     folder = RunDir(run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -88,17 +101,62 @@ def run(cfg, run_dir, run_name: str | None = None, group: str | None = None) -> 
         if claim.state == "finished":
             log.info("%s already holds this run, finished: nothing to do", folder.path)
             return claim.summary
-        decided = plan_and_check(cfg, folder, resolved, claim, started)
-        with layout.distribution(cfg.mesh, decided.rules, decided.devices).scope():
-            built = build(cfg, decided)
-            tracker = open_tracker(cfg, decided, run_name, group)
-            summary: dict = {}
-            try:
-                fitted = fit(cfg, decided, built, tracker)
-                summary = finish(cfg, decided, built, fitted, tracker)
-            finally:
-                tracker.finish(0 if summary.get("status") == "finished" else 1)
+        import jax
+
+        primary = jax.process_index() == 0
+        with StopRequests(on_second=_mark_cut(folder, primary)) as stops:
+            decided = plan_and_check(cfg, folder, resolved, claim, started)
+            with layout.distribution(cfg.mesh, decided.rules, decided.devices).scope():
+                built = build(cfg, decided)
+                return _train(cfg, decided, built, stops, run_name, group)
+
+
+def _train(cfg, decided: Decided, built: Built, stops: StopRequests, run_name, group) -> dict:
+    """Sample, resume, fit and finish, with the W&B run open; a stop signal ends them with the
+    folder (and W&B) saying so."""
+    lm = built.causal_lm
+    prompts = _prompts(cfg, decided.process_count)
+    start, tracker, summary = Start(), None, {}
+    try:
+        stops.stop_now(decided.process_count, decided.claim.start_step)  # asked while loading
+        before = generation.generate(lm, prompts, cfg.generate.max_length,
+                                     decided.batch_axis_size)
+        start = resume(cfg, decided, built)
+        tracker = open_tracker(cfg, decided, start, run_name, group)
+        fitted = fit(cfg, decided, built, start, tracker, stops, prompts, before)
+        summary = finish(cfg, decided, built, start, fitted, tracker)
+    except Stopped as stop:
+        summary = _stopped_summary(cfg, decided, start, stop)
+        if tracker is not None:
+            tracker.summary(summary)
+            if stop.request.status == "preempted":
+                tracker.preempting()
+        if decided.primary:
+            decided.folder.write_summary(summary)
+        log.warning("%s", stop)
+        raise
+    finally:
+        if tracker is not None:
+            tracker.finish(0 if summary.get("status") == "finished" else 1)
     return summary
+
+
+def _mark_cut(folder: RunDir, primary: bool):
+    """What a second stop signal does before the process ends: say so in summary.json."""
+    def mark(request: Request) -> None:
+        if primary and folder.summary().get("status") == "running":
+            folder.write_summary({**folder.summary(), "status": request.status,
+                                  "signal": request.name, "error": f"a second {request.name} "
+                                  "ended the process at once; it resumes from its last "
+                                  "checkpoint"})
+    return mark
+
+
+def _stopped_summary(cfg, decided: Decided, start: Start, stop: Stopped) -> dict:
+    return {**_start_summary(cfg, start), **_plan_summary(decided.plan, decided.memory),
+            "status": stop.request.status, "signal": stop.request.name,
+            "stopped_at_step": stop.step, "checkpoint": stop.checkpoint,
+            "wall_time_s": time.time() - decided.started}
 
 
 def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: float) -> Decided:
@@ -108,14 +166,13 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
     import keras
 
     primary = jax.process_index() == 0
-    if claim.state in ("resume", "restart"):
-        log.info("%s holds this run, cut at step %d: %s", folder.path, claim.start_step,
-                 f"resuming from {claim.checkpoint.path}" if claim.start_step else
-                 "starting over")
+    if claim.state == "restart":
+        log.info("%s holds this run, %s: starting over from step 0", folder.path,
+                 "and train.resume=restart" if claim.checkpoints else
+                 "cut before its first checkpoint")
     if primary:
-        folder.truncate_after(claim.start_step)  # those steps are logged again, identically
         folder.write_resolved_config(resolved)
-        folder.write_summary(_start_summary(cfg, claim))
+        folder.write_summary(_start_summary(cfg, Start()))
     keras.backend.clear_session()  # no layer-name counters or policies from an earlier job
     keras.utils.set_random_seed(cfg.seed)
     devices = tuple(keras.distribution.list_devices())
@@ -127,17 +184,17 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
     if primary:
         write_tsv(the_plan, folder / SHARDING)
         write_json(folder / ENV, provenance.environment(the_plan.axis_sizes))
-        folder.write_summary({**_start_summary(cfg, claim), **_plan_summary(the_plan, memory)})
+        folder.write_summary({**_start_summary(cfg, Start()), **_plan_summary(the_plan, memory)})
     return Decided(folder=folder, resolved=resolved, claim=claim, primary=primary,
                    process_count=jax.process_count(), devices=devices, plan=the_plan,
                    rules=tuple(rules), memory=memory,
                    batch_axis_size=the_plan.axis_sizes[cfg.mesh.batch_axis], started=started)
 
 
-def _start_summary(cfg, claim: Claim) -> dict:
+def _start_summary(cfg, start: Start) -> dict:
     summary = {"status": "running", "name": cfg.name}
-    if claim.start_step:
-        summary["resumed_from_step"] = claim.start_step
+    if start.step:
+        summary["resumed_from_step"] = start.step
     return summary
 
 
@@ -200,13 +257,117 @@ def build_data(cfg, the_plan: Plan):
     return preprocessor, stream, eval_stream
 
 
-def open_tracker(cfg, decided: Decided, run_name, group) -> Tracker:
+def resume(cfg, decided: Decided, built: Built) -> Start:
+    """Restore the newest of the folder's checkpoints that can be read, trying each for real
+    (into the model's own shardings, every process its shards); one that cannot is set aside
+    with a warning and the one before it tried. Process 0 then drops the records past the
+    start (they are logged again, identically) and says where the run starts."""
+    folder, claim = decided.folder, decided.claim
+    start = Start()
+    if claim.state == "restart" and claim.checkpoints and decided.primary:
+        for checkpoint in claim.checkpoints:  # train.resume=restart
+            log.warning("train.resume=restart: %s set aside as %s", checkpoint.path,
+                        checkpoints.set_aside(folder, checkpoint))
+    elif claim.state == "resume":
+        start = _restore_newest_good(decided, built)
+        log.info("%s holds this run, cut at step %d: resuming from %s", folder.path, start.step,
+                 start.checkpoint.path)
+    if decided.primary:
+        folder.truncate_after(start.step)
+        folder.write_summary({**_start_summary(cfg, start),
+                              **_plan_summary(decided.plan, decided.memory)})
+    return start
+
+
+def _restore_newest_good(decided: Decided, built: Built) -> Start:
+    lm, folder = built.causal_lm, decided.folder
+    # the state fit would build (the compiled metrics' variables included), to restore into
+    lm.preprocessor = None
+    lm._symbolic_build(data_batch=next(iter(built.stream.from_step(0))))
+    lm.preprocessor = built.preprocessor
+    unreadable = []
+    for checkpoint in decided.claim.checkpoints:
+        problem, meta = _restore(lm, checkpoint)
+        problem = _agreed_problem(problem, decided.process_count)
+        if problem is None:
+            for bad, why in unreadable if decided.primary else ():
+                log.warning("%s cannot be restored (%s): set aside as %s; resuming from %s",
+                            bad.path, why, checkpoints.set_aside(folder, bad), checkpoint.path)
+            return Start(checkpoint.step, checkpoint, meta,
+                         tuple(v.value for v in lm.metrics_variables))
+        unreadable.append((checkpoint, problem))
+    raise UserError(f"{folder / CHECKPOINTS}: none of its checkpoints can be restored ("
+                    + "; ".join(f"{c.path.name}: {why}" for c, why in unreadable)
+                    + "); to start this run over from step 0, run again with "
+                    f"train.resume=restart (they are then set aside in {SET_ASIDE}/, not "
+                    "deleted), or choose a new folder")
+
+
+def _restore(lm, checkpoint) -> tuple[Optional[str], Optional[dict]]:
+    """(None, its meta) when the checkpoint restored into the model, else (why not, None). A
+    checkpoint of another model (Mismatch) is the user's to resolve, not damage: it raises."""
+    try:
+        return None, checkpoints.restore(lm, checkpoint)
+    except checkpoints.Mismatch:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Orbax and TensorStore raise plain Exception
+        _quiet_failed_reads()
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if text.startswith("Encountered error while reading array"):  # TensorStore's words
+            text = "its array data cannot be read: a file of it is damaged or missing"
+        return text[:160], None
+
+
+def _quiet_failed_reads() -> None:
+    """A failed restore leaves TensorStore reads in flight; as they end (seconds later, on its
+    own threads) they report to Python's unraisable hook, which prints a stack trace per read
+    ("Event loop is closed", "Encountered error while reading array"). The warning or error
+    line already said what failed: from here on, those two reports are dropped, others kept."""
+    import atexit
+    import sys
+
+    previous = sys.unraisablehook
+    if getattr(previous, "runner_quiet", False):
+        return
+    last = [time.monotonic()]
+
+    def hook(unraisable):
+        text = str(unraisable.exc_value)
+        if text == "Event loop is closed" or text.startswith("Encountered error while reading"):
+            last[0] = time.monotonic()
+        else:
+            previous(unraisable)
+
+    def settle():  # at exit the hook is gone: let the reads end while it is still here
+        began = time.monotonic()
+        while time.monotonic() - last[0] < 0.5 and time.monotonic() - began < 5:
+            time.sleep(0.05)
+    hook.runner_quiet = True
+    sys.unraisablehook = hook
+    atexit.register(settle)
+
+
+def _agreed_problem(problem: Optional[str], process_count: int) -> Optional[str]:
+    """Every process of a multi-process run restores its own shards: a checkpoint restores
+    only if it restored in all of them (else all try the one before it, together)."""
+    if process_count == 1:
+        return problem
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    failed = multihost_utils.process_allgather(np.array([problem is not None], np.int32))
+    if problem is None and int(np.max(failed)):
+        return "another process could not read its shards"
+    return problem
+
+
+def open_tracker(cfg, decided: Decided, start: Start, run_name, group) -> Tracker:
     name = run_name or f"{cfg.name}-{decided.folder.path.name}"
-    if decided.start_step:
-        name = f"{name} (resumed at step {decided.start_step})"
+    if start.step:
+        name = f"{name} (resumed at step {start.step})"
     tracker = Tracker(cfg.tracking, decided.folder, decided.resolved, name=name, group=group,
                       write=decided.primary)
-    tracker.summary({**_start_summary(cfg, decided.claim),
+    tracker.summary({**_start_summary(cfg, start),
                      **_plan_summary(decided.plan, decided.memory)})
     tracker.table("sharding", TSV_COLUMNS, tsv_rows(decided.plan))
     return tracker
@@ -217,32 +378,32 @@ def _plan_summary(plan: Plan, memory: mem.Memory) -> dict:
             "memory_per_device_estimate": {**dataclasses.asdict(memory), "total": memory.total}}
 
 
-def fit(cfg, decided: Decided, built: Built, tracker: Tracker) -> Fitted:
-    """Sample, train (evaluating and checkpointing on the way), sample. A resumed run samples
-    "before" from the same fresh weights, then restores its checkpoint."""
+def fit(cfg, decided: Decided, built: Built, start: Start, tracker: Tracker,
+        stops: StopRequests, prompts: list, before: list) -> Fitted:
+    """Train from `start` (logging, evaluating, checkpointing on the way; stopping with a
+    checkpoint when a stop signal is agreed), then sample the prompts again."""
     plan, lm, stream = decided.plan, built.causal_lm, built.stream
     log.info("params: %s total, %s trainable; mesh %s; %d steps", f"{plan.total_params:,}",
              f"{plan.trainable_params:,}", plan.axis_sizes, stream.steps)
-    prompts = _prompts(cfg, decided.process_count)
-    before = generation.generate(lm, prompts, cfg.generate.max_length, decided.batch_axis_size)
     # Model FLOPs per step: the achieved FLOP/s is logged live; MFU divides it by this machine's
     # peak matmul FLOP/s, measured after training (measuring first slowed the steps after it).
     flops_per_step = flops.flops_per_token(
         plan.dimensions, plan.total_params, plan.trainable_params, cfg.train.sequence_length
     ) * _tokens_per_step(cfg) if plan.dimensions else 0.0
     logger = StepLogger(tracker, cfg.optimizer, cfg.train.log_every, stream.steps,
-                        decided.start_step, flops_per_step)
+                        start.step, flops_per_step)
     stateful = {"logger": logger}
     if built.eval_stream is not None:
         stateful["evaluator"] = Evaluator(tracker, built.eval_stream,
                                           cfg.train.eval_every or stream.steps, stream.steps,
-                                          decided.start_step)
+                                          start.step)
     saver = Checkpointer(
         checkpoints.Saver(decided.folder), cfg.train.checkpoint_every,
-        stream.steps, decided.start_step, stateful,
-        resume_from=decided.claim.checkpoint if decided.start_step else None,
+        stream.steps, start.step, stateful, resumed=start if start.checkpoint else None,
         on_restored=lambda m: verify_placement(plan, built.variables),
-        keep_final=cfg.lora.rank == 0)
+        keep_final=cfg.lora.rank == 0,
+        should_stop=lambda step: stops.agreed(decided.process_count))
+    stops.stop_now(decided.process_count, start.step)  # asked while sampling or restoring
     lm.preprocessor = None  # batches arrive preprocessed; fit must not redo it
     began = time.time()
     # A resumed run replays the stream to where the checkpoint was taken. The synthetic stream
@@ -251,15 +412,18 @@ def fit(cfg, decided: Decided, built: Built, tracker: Tracker) -> Fitted:
     import keras
 
     fit_method = lm.fit if stream.replay is None else functools.partial(keras.Model.fit, lm)
-    if stream.steps > decided.start_step:
-        fit_method(stream.from_step(decided.start_step), epochs=1,
-                   steps_per_epoch=stream.steps - decided.start_step,
+    if stream.steps > start.step:
+        fit_method(stream.from_step(start.step), epochs=1,
+                   steps_per_epoch=stream.steps - start.step,
                    callbacks=[*stateful.values(), saver], verbose=0, shuffle=False)
-    else:  # cut after its final checkpoint (a full fine-tune keeps one): only restore it,
-        # into the state fit would have built (its compiled metrics' variables included)
-        lm._symbolic_build(data_batch=next(iter(stream.from_step(0))))
+    else:  # cut after its final checkpoint (restored by resume()): nothing left to train
         saver.set_model(lm)
         saver.on_epoch_begin(0)
+    if saver.stopped is not None:
+        raise Stopped(*saver.stopped)
+    if stops.requested is not None:
+        log.warning("%s came after the last step: finishing the run (samples, adapter, "
+                    "summary) first", stops.requested.name)
     train_seconds = time.time() - began
     peak = flops.peak_matmul_flops() if flops_per_step else 0.0
     lm.preprocessor = built.preprocessor
@@ -282,7 +446,8 @@ def _tokens_per_step(cfg) -> int:
     return cfg.train.batch_size * cfg.train.sequence_length
 
 
-def finish(cfg, decided: Decided, built: Built, fitted: Fitted, tracker: Tracker) -> dict:
+def finish(cfg, decided: Decided, built: Built, start: Start, fitted: Fitted,
+           tracker: Tracker) -> dict:
     """What the run leaves: samples, the adapter (and a merged preset if asked), the summary."""
     folder = decided.folder
     if decided.primary and fitted.samples:
@@ -290,7 +455,7 @@ def finish(cfg, decided: Decided, built: Built, fitted: Fitted, tracker: Tracker
         tracker.table("samples", ["prompt", "before", "after"], [list(s) for s in fitted.samples])
     for prompt, before, after in fitted.samples:
         log.info("sample %r\n  before: %r\n  after:  %r", prompt, before, after)
-    summary = {**_start_summary(cfg, decided.claim), **_plan_summary(decided.plan, decided.memory),
+    summary = {**_start_summary(cfg, start), **_plan_summary(decided.plan, decided.memory),
                "tokens_per_step": _tokens_per_step(cfg), "flops_per_step": fitted.flops_per_step,
                **({"peak_flops": fitted.peak_flops} if fitted.flops_per_step else {}),
                **results(fitted, built.stream, decided.started),

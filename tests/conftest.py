@@ -46,6 +46,33 @@ def run_cli(*args: str, cwd: Path, module: str = "runner", timeout: int = 300,
                           capture_output=True, text=True, timeout=timeout)
 
 
+_HIDER = '''
+import importlib.machinery, os
+HIDDEN = {hidden!r}
+_find = importlib.machinery.PathFinder.find_spec
+def _find_spec(cls, name, path=None, target=None):
+    if name.split(".")[0] in HIDDEN:
+        return None  # as if not installed: find_spec says None, import raises
+    return _find(name, path, target)
+importlib.machinery.PathFinder.find_spec = classmethod(_find_spec)
+open(os.path.join(os.path.dirname(__file__), f"started-{{os.getpid()}}"), "w").close()
+'''
+
+
+def hide_packages(folder: Path, names) -> Path:
+    """A folder whose sitecustomize.py makes the packages `names` unimportable, as if they were
+    not installed, in every Python process that has the folder first on PYTHONPATH (with_path).
+    Each such process leaves a file started-<pid> in it, so a test can tell it took effect."""
+    folder.mkdir(parents=True)
+    (folder / "sitecustomize.py").write_text(_HIDER.format(hidden=tuple(names)))
+    return folder
+
+
+def with_path(folder: Path) -> str:
+    """PYTHONPATH with `folder` first (its sitecustomize wins), the rest kept."""
+    return os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+
+
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path

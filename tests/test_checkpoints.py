@@ -74,8 +74,73 @@ def test_restore_puts_values_into_the_model_with_its_shardings(tmp_path):
     other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
     other.compile(optimizer=keras.optimizers.Adam(), loss="mse", metrics=["mae"])
     other.fit(np.ones((4, 3)), np.ones((4, 1)), epochs=1, verbose=0)
-    with pytest.raises(RuntimeError, match="does not fit this model"):
+    with pytest.raises(checkpoints.Mismatch, match="does not fit this model"):
         checkpoints.restore(other, checkpoints.latest(folder))
+
+
+def _largest_file(path):
+    return max((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted", "zeroed", "meta_deleted"])
+def test_a_damaged_checkpoint_is_listed_but_fails_a_real_restore_and_can_be_set_aside(
+        tmp_path, damage):
+    """Orbax's markers say complete (the folder was finalized); only reading it tells. A
+    checkpoint set aside is moved, never deleted, and Orbax no longer lists it."""
+    import jax
+
+    import jax.numpy as jnp
+
+    def state(seed):  # random values: compressed, a constant array would be a few bytes
+        values = np.random.default_rng(seed).normal(size=(64, 64)).astype("float32")
+        return {"trainable": [jnp.asarray(values)],
+                "optimizer": [jnp.asarray(seed, "int32")], "metrics": [], "seeds": []}
+
+    folder = RunDir(tmp_path)
+    saver = checkpoints.Saver(folder)
+    for step in (10, 20):
+        saver.save(step, state(step), {"paths": {"trainable": ["w"], "optimizer": ["it"],
+                                                 "metrics": [], "seeds": []}})
+    saver.close()
+    newest = checkpoints.latest(folder)
+    data = _largest_file(newest.path / "state" / "ocdbt.process_0")  # the arrays' bytes
+    if damage == "truncated":
+        data.write_bytes(data.read_bytes()[:100])
+    elif damage == "deleted":
+        data.unlink()
+    elif damage == "zeroed":
+        blob = data.read_bytes()
+        data.write_bytes(blob[:20] + bytes(len(blob) - 40) + blob[-20:])
+    else:
+        (newest.path / "meta" / "metadata").unlink()
+    assert [c.step for c in checkpoints.complete(folder)] == [20, 10]
+
+    class Model:  # what restore() reads off a Keras model: its variables, by group
+        def __init__(self):
+            values = state(0)
+            self.trainable_variables = [_Variable("w", values["trainable"][0])]
+            self.optimizer = type("O", (), {"variables": [_Variable("it", values["optimizer"][0])]})
+            self.metrics_variables, self.non_trainable_variables = [], []
+
+    model = Model()
+    with pytest.raises(Exception):
+        checkpoints.restore(model, newest)
+    untouched = np.asarray(state(0)["trainable"][0])
+    assert np.array_equal(np.asarray(model.trainable_variables[0].value), untouched)
+    checkpoints.restore(model, checkpoints.complete(folder)[1])  # the one before still reads
+    assert np.array_equal(np.asarray(model.trainable_variables[0].value),
+                          np.asarray(state(10)["trainable"][0]))
+    moved = checkpoints.set_aside(folder, newest)
+    assert moved == tmp_path / "checkpoints_set_aside" / "step_00000020" and moved.is_dir()
+    assert [c.step for c in checkpoints.complete(folder)] == [10]
+
+
+class _Variable:
+    def __init__(self, path, value):
+        self.path, self.value = path, value
+
+    def assign(self, value):
+        self.value = value
 
 
 def test_a_failed_write_surfaces_on_the_training_thread(tmp_path):

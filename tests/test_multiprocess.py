@@ -66,32 +66,35 @@ def test_two_processes_train_like_one_process_with_all_devices(workdir):
     assert RunDir(workdir / "two").finished
 
 
-def test_a_two_process_checkpoint_resumes_in_one_process(workdir):
-    """Each of 2 processes writes its own shards of the Orbax checkpoint; both are SIGKILLed;
-    one process with all 8 devices resumes from it (Orbax reads into that run's shardings) and
-    logs what an uninterrupted run logs."""
-    steps = ["train.steps=16", "train.log_every=4", "train.checkpoint_every=4",
-             "generate.prompts=[]", "tracking.mode=disabled"]
+def test_sigterm_to_one_process_stops_both_at_one_step_and_one_process_resumes(workdir):
+    """SIGTERM reaches process 1 only: the two agree on a step, each writes its own shards of
+    the checkpoint there, both exit 143 by themselves; one process with all 8 devices resumes
+    from it (Orbax reads into that run's shardings) and logs what an uninterrupted run logs."""
+    steps = ["train.steps=40", "train.log_every=4", "generate.prompts=[]",
+             "tracking.mode=disabled"]  # no periodic checkpoints: the stop's is the only one
     whole = run_cli(*steps, "hydra.run.dir=whole", cwd=workdir, timeout=600)
     assert whole.returncode == 0, whole.stderr[-3000:]
     port = free_port()
     procs = [start([*steps, *explicit(port, i), "hydra.run.dir=cut"], workdir,
-                   workdir / f"c{i}.err") for i in (1, 0)]
-    done = workdir / "cut" / "checkpoints" / "step_00000008"
+                   workdir / f"c{i}.err") for i in (0, 1)]
     deadline = time.time() + 600
-    while not done.exists():
+    while not any(m["step"] >= 8 for m in metrics(workdir / "cut")):
         assert all(p.poll() is None for p in procs), (workdir / "c0.err").read_text()[-3000:]
-        assert time.time() < deadline, f"{done} never appeared"
+        assert time.time() < deadline, "step 8 was never logged"
         time.sleep(0.05)
-    for p in procs:
-        p.send_signal(signal.SIGKILL)
-        p.wait()
+    procs[1].send_signal(signal.SIGTERM)
+    assert [p.wait(timeout=120) for p in procs] == [143, 143], \
+        (workdir / "c0.err").read_text()[-3000:]
+    stopped = RunDir(workdir / "cut").summary()
+    assert stopped["status"] == "preempted" and 8 <= stopped["stopped_at_step"] < 40
+    done = workdir / "cut" / "checkpoints" / f"step_{stopped['stopped_at_step']:08d}"
     shards = sorted(d.name for d in (done / "state").glob("ocdbt.process_*"))
     assert shards == ["ocdbt.process_0", "ocdbt.process_1"]  # each process wrote its own
     resumed = run_cli(*steps, "hydra.run.dir=cut", cwd=workdir, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = RunDir(workdir / "cut").summary()
-    assert summary["status"] == "finished" and summary["resumed_from_step"] >= 8
+    assert summary["status"] == "finished"
+    assert summary["resumed_from_step"] == stopped["stopped_at_step"]
     single, cut = metrics(workdir / "whole"), metrics(workdir / "cut")
     assert [m["step"] for m in cut] == [m["step"] for m in single]
     assert [m["loss"] for m in cut] == pytest.approx([m["loss"] for m in single], rel=1e-5)

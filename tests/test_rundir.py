@@ -66,6 +66,23 @@ def test_operational_keys_do_not_make_another_run(tmp_path):
         claim(folder, other, resume=True)
 
 
+def test_resume_restart_starts_a_cut_run_over_and_lists_its_checkpoints_to_set_aside(tmp_path):
+    import jax.numpy as jnp
+
+    folder = RunDir(tmp_path / "run")
+    _ran(folder, "running")
+    saver = checkpoints.Saver(folder)
+    for step in (10, 20):
+        saver.save(step, {"trainable": [jnp.ones(3)]}, {"paths": {}})
+    saver.close()
+    with claim(folder, CONFIG, resume="restart") as found:
+        assert found.state == "restart" and found.start_step == 0
+        assert [c.step for c in found.checkpoints] == [20, 10]
+    _ran(folder, "finished")  # a finished run is never started over
+    with claim(folder, CONFIG, resume="restart") as found:
+        assert found.state == "finished"
+
+
 def test_resume_false_refuses_any_used_folder(tmp_path):
     folder = RunDir(tmp_path / "run")
     _ran(folder, "running")

@@ -10,24 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import compose, run_cli
+from conftest import compose, hide_packages, run_cli, with_path
+
+# What a random-weight run on synthetic tokens (and the GPU benchmark) must do without.
+SCALE_FREE = ("tensorflow", "tensorflow_datasets", "tensorflow_text", "wandb")
 
 ROOT = Path(__file__).resolve().parent.parent
 # Imported by every Python process whose PYTHONPATH starts with its folder: TensorFlow, TFDS
 # and W&B are then not found (as where they are not installed), and the process leaves a mark.
-BLOCKER = '''
-import importlib.machinery, os
-BLOCKED = ("tensorflow", "tensorflow_datasets", "tensorflow_text", "wandb")
-_find = importlib.machinery.PathFinder.find_spec
-def _find_spec(cls, name, path=None, target=None):
-    if name.split(".")[0] in BLOCKED:
-        return None  # as if not installed: find_spec says None, import raises
-    return _find(name, path, target)
-importlib.machinery.PathFinder.find_spec = classmethod(_find_spec)
-open(os.path.join(os.path.dirname(__file__), f"started-{os.getpid()}"), "w").close()
-'''
-
-
 def test_synthetic_batches_are_a_function_of_seed_and_step():
     from runner.datasets import synthetic
 
@@ -106,8 +96,8 @@ def test_plan_compile_prints_xla_memory_beside_the_estimate(workdir):
 
 @pytest.mark.slow
 def test_a_random_weight_synthetic_run_imports_no_tensorflow_tfds_or_wandb(workdir):
-    blocker = _blocker(workdir)
-    env = {"PYTHONPATH": _with(blocker)}
+    blocker = hide_packages(workdir / "blocker", SCALE_FREE)
+    env = {"PYTHONPATH": with_path(blocker)}
     args = ["dataset=synthetic", "model.weights=random", "train.steps=6", "train.log_every=2",
             "train.remat=blocks", "tracking.mode=disabled", "generate.prompts=[]",
             "train.checkpoint_every=3"]
@@ -126,12 +116,12 @@ def test_a_random_weight_synthetic_run_imports_no_tensorflow_tfds_or_wandb(workd
 
 @pytest.mark.slow
 def test_gpu_benchmark_runs_end_to_end_on_cpu_in_its_tiny_form(workdir):
-    blocker = _blocker(workdir)
+    blocker = hide_packages(workdir / "blocker", SCALE_FREE)
     import subprocess
 
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny",
                            "--out", "table.md"], cwd=workdir, capture_output=True, text=True,
-                          timeout=900, env={**_env(), "PYTHONPATH": _with(blocker)})
+                          timeout=900, env={**_env(), "PYTHONPATH": with_path(blocker)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list(blocker.glob("started-*"))) >= 4  # gpu.py, runner, keras, jax
     rows = [line for line in (workdir / "table.md").read_text().splitlines()
@@ -141,21 +131,6 @@ def test_gpu_benchmark_runs_end_to_end_on_cpu_in_its_tiny_form(workdir):
         cells = [c.strip() for c in row.split("|")]
         assert float(cells[3].split()[0].replace(",", "")) > 0  # step time, ms
         assert float(cells[5].rstrip("%")) > 0  # MFU
-
-
-def _blocker(workdir: Path) -> Path:
-    """A folder whose sitecustomize.py (BLOCKER) hides TensorFlow, TFDS and W&B."""
-    folder = workdir / "blocker"
-    folder.mkdir()
-    (folder / "sitecustomize.py").write_text(BLOCKER)
-    return folder
-
-
-def _with(folder: Path) -> str:
-    """PYTHONPATH with `folder` first (its sitecustomize wins), the rest kept."""
-    import os
-
-    return os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
 
 
 def _env():

@@ -129,10 +129,109 @@ CUT = ["train.steps=60", "train.checkpoint_every=10", "train.log_every=5", "gene
        "tracking.mode=disabled"]
 
 
-def test_a_killed_lora_run_resumes_to_the_same_final_loss(workdir):
-    """...also when the resumed command changes operational keys only (tracking, caches)."""
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The CUT experiment run from start to end, which every cut-and-resumed run must equal."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
     full = run_cli(*CUT, "hydra.run.dir=full", cwd=workdir, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
+    return workdir / "full"
+
+
+def _signal_when_logged(proc, run_dir: Path, step: int, signals, timeout=600) -> None:
+    """Send `signals` (0.2 s apart) to `proc` once metrics.jsonl has logged `step`: training is
+    under way, between two periodic checkpoints."""
+    deadline = time.time() + timeout
+    while not any(m["step"] >= step for m in RunDir(run_dir).metrics()):
+        assert proc.poll() is None, "the run ended before it could be signalled"
+        assert time.time() < deadline, f"step {step} was never logged"
+        time.sleep(0.05)
+    for number in signals:
+        proc.send_signal(number)
+        time.sleep(0.2)
+
+
+def test_sigterm_saves_the_step_in_flight_and_the_same_command_resumes_to_identical_metrics(
+        workdir, uninterrupted):
+    """A scheduler's preemption: the run finishes its step, checkpoints it, says "preempted"
+    and exits 143 by itself; the same command resumes from that step."""
+    proc = _popen([*CUT, "hydra.run.dir=cut"], workdir)
+    _signal_when_logged(proc, workdir / "cut", 25, [signal.SIGTERM])
+    assert proc.wait(timeout=120) == 143
+    stopped = summary(workdir / "cut")
+    assert stopped["status"] == "preempted" and stopped["signal"] == "SIGTERM"
+    step = stopped["stopped_at_step"]
+    assert 25 <= step < 60 and stopped["checkpoint"].endswith(f"step_{step:08d}")
+    assert (workdir / "cut" / "checkpoints" / f"step_{step:08d}" / "state").is_dir()
+    resumed = run_cli(*CUT, "hydra.run.dir=cut", cwd=workdir, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = summary(workdir / "cut")
+    assert after["status"] == "finished" and after["resumed_from_step"] == step
+    assert metrics(workdir / "cut") == metrics(uninterrupted)
+
+
+def test_ctrl_c_twice_ends_at_once_with_one_line(workdir):
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *CUT, "hydra.run.dir=cut"],
+                            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={k: v for k, v in os.environ.items()
+                                            if k != "HYDRA_FULL_ERROR"})
+    _signal_when_logged(proc, workdir / "cut", 15, [signal.SIGINT, signal.SIGINT])
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130
+    assert "SIGINT again: stopped at once" in err and "Traceback" not in err
+    cut = summary(workdir / "cut")
+    assert cut["status"] == "interrupted" and "a second SIGINT" in cut["error"]
+
+
+def _damage(checkpoint: Path) -> None:
+    """Cut the largest file of a checkpoint's arrays short, as a full disk would."""
+    data = max((p for p in (checkpoint / "state").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size)
+    data.write_bytes(data.read_bytes()[:64])
+
+
+def _cut_again(run_dir: Path) -> None:
+    """Make a finished run look cut (summary "running"), as a SIGKILL at its end would."""
+    RunDir(run_dir).write_summary({**summary(run_dir), "status": "running"})
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(
+        workdir):
+    args = ["train.steps=30", "train.checkpoint_every=10", "train.log_every=5",
+            "generate.prompts=[]", "tracking.mode=disabled", "hydra.run.dir=run"]
+    first = run_cli(*args, cwd=workdir, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run, logged = workdir / "run", metrics(workdir / "run")
+    _cut_again(run)
+    _damage(run / "checkpoints" / "step_00000020")
+    again = run_cli(*args, cwd=workdir, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    warning = [ln for ln in (run / "runner.log").read_text().splitlines()
+               if "cannot be restored" in ln]
+    assert len(warning) == 1 and "step_00000020" in warning[0] and "set aside as" in warning[0]
+    assert summary(run)["status"] == "finished" and summary(run)["resumed_from_step"] == 10
+    assert metrics(run) == logged
+    assert (run / "checkpoints_set_aside" / "step_00000020" / "state").is_dir()  # kept
+    # none restores: one line naming the folder and the choice, and nothing is moved
+    _cut_again(run)
+    for step in (10, 20):
+        _damage(run / "checkpoints" / f"step_{step:08d}")
+    refused = run_cli(*args, cwd=workdir, timeout=600)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "none of its checkpoints can be restored" in errors[0]
+    assert str(run / "checkpoints") in errors[0] and "train.resume=restart" in errors[0]
+    assert summary(run)["status"] == "failed"
+    over = run_cli(*args, "train.resume=restart", cwd=workdir, timeout=600)
+    assert over.returncode == 0, over.stderr[-3000:]
+    assert summary(run)["status"] == "finished" and "resumed_from_step" not in summary(run)
+    assert metrics(run) == logged
+    assert sorted(p.name for p in (run / "checkpoints_set_aside").iterdir()) == [
+        "step_00000010", "step_00000020", "step_00000020-2"]
+
+
+def test_a_killed_lora_run_resumes_to_the_same_final_loss(workdir, uninterrupted):
+    """...also when the resumed command changes operational keys only (tracking, caches)."""
     _kill_when(_popen([*CUT, "hydra.run.dir=cut"], workdir),
                workdir / "cut" / "checkpoints" / "step_00000020")
     assert summary(workdir / "cut")["status"] == "running"  # cut mid-epoch, not finished
@@ -141,25 +240,34 @@ def test_a_killed_lora_run_resumes_to_the_same_final_loss(workdir):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = summary(workdir / "cut")
     assert after["status"] == "finished" and after["resumed_from_step"] >= 20
-    assert after["final_loss"] == summary(workdir / "full")["final_loss"]
-    assert metrics(workdir / "cut") == metrics(workdir / "full")  # every logged step, identical
+    assert after["final_loss"] == summary(uninterrupted)["final_loss"]
+    assert metrics(workdir / "cut") == metrics(uninterrupted)  # every logged step, identical
     assert sorted(p.name for p in (workdir / "cut" / "checkpoints").iterdir()) == \
         ["step_00000040", "step_00000050"]  # the last two are kept
 
 
-def test_a_relaunched_sweep_skips_finished_jobs_and_resumes_the_cut_one(workdir):
-    args = ["-m", "lora.rank=2,4", *CUT, "hydra.sweep.dir=sweep"]
-    _kill_when(_popen(args, workdir),
-               workdir / "sweep" / "1" / "checkpoints" / "step_00000020")
+def test_a_preempted_sweep_is_recorded_and_its_relaunch_resumes_the_cut_job(workdir):
+    """SIGUSR1 (SLURM's warning before a time limit) during job 1 of 3: job 1 checkpoints and
+    says "preempted", the sweep exits 138 without starting job 2; the relaunch leaves job 0
+    alone, resumes job 1 from its step and runs job 2."""
+    args = ["-m", "lora.rank=2,4,8", *CUT, "hydra.sweep.dir=sweep"]
+    proc = _popen(args, workdir)
+    _signal_when_logged(proc, workdir / "sweep" / "1", 25, [signal.SIGUSR1])
+    assert proc.wait(timeout=120) == 138
     first = workdir / "sweep" / "0" / "summary.json"
     assert summary(first.parent)["status"] == "finished"
+    cut = summary(workdir / "sweep" / "1")
+    assert cut["status"] == "preempted" and cut["signal"] == "SIGUSR1"
+    assert not (workdir / "sweep" / "2").exists()
     finished_at = first.stat().st_mtime_ns
-    again = run_cli(*args, cwd=workdir, timeout=600)
+    again = run_cli(*args, cwd=workdir, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert first.stat().st_mtime_ns == finished_at  # untouched
-    cut = summary(workdir / "sweep" / "1")
-    assert cut["status"] == "finished" and cut["resumed_from_step"] >= 20
+    resumed = summary(workdir / "sweep" / "1")
+    assert resumed["status"] == "finished"
+    assert resumed["resumed_from_step"] == cut["stopped_at_step"]
     assert [m["step"] for m in metrics(workdir / "sweep" / "1")] == list(range(5, 61, 5))
+    assert summary(workdir / "sweep" / "2")["status"] == "finished"
 
 
 def test_submitit_runs_each_job_as_its_own_process(workdir):

@@ -29,11 +29,10 @@ def _parse(argv):
 
 def _needs_transformers() -> None:
     try:
-        import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as exc:
-        raise UserError(f"python -m runner.export needs transformers and torch ({exc}); install "
-                        "them: pip install 'keras-runner[export]'") from None
+        raise UserError(f"python -m runner.export needs transformers ({exc}); install it: "
+                        "pip install -e '.[export]'") from None
 
 
 @startup.command

@@ -119,11 +119,12 @@ def live_source(cfg, causal_lm) -> Source:
 def write(folder: RunDir, source: Source) -> dict:
     """RUN_DIR/export/{merged, adapter, base} for `source`; returns {kind: path}."""
     from runner.export import weights
+    from runner.hf.ports import converter_ports
     from runner.presets import TRANSFORMERS
 
     root = folder / EXPORT
     config = _hf_config(source)
-    ports = weights.ports(source.described.family, source.described.numbers, config)
+    ports = converter_ports(source.described.family, source.described.numbers, config)
     backbone = source.causal_lm.backbone
     written = {"merged": _write_model(root / EXPORT_MERGED, source, config,
                                       weights.state_dict(backbone, ports))}

@@ -5,31 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.hf.ports import Port, record
-
-
-def hf_shapes(hf_config: dict) -> dict:
-    """Every tensor shape of transformers' model for `hf_config`, with no memory behind them
-    (the meta device)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.for_model(**hf_config)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return {key: tuple(t.shape) for key, t in model.state_dict().items()}
-
-
-def ports(family: str, numbers: dict, hf_config: dict) -> list[Port]:
-    """The converter's map for this architecture, recorded on a backbone with no memory and no
-    LoRA (the converters port `.kernel`, which LoRA turns into a computed value)."""
-    from runner import model
-
-    with model.no_memory_scope():
-        blank = model.backbone_class(family)(**numbers, dtype="float32")
-    from runner.hf.folder import converter
-
-    return record(converter(family), blank, hf_config, hf_shapes(hf_config))
+from runner.hf.ports import Port
 
 
 def values(backbone, merged: bool = True) -> dict:

@@ -40,17 +40,27 @@ def family_of(hf_config: dict, where: str) -> str:
     return family
 
 
-def keras_numbers(family: str, hf_config: dict) -> dict:
+def keras_numbers(family: str, hf_config: dict, where: str = "config.json") -> dict:
     """The backbone's constructor arguments, by keras-hub's converter, plus what it drops.
 
     keras-hub 0.32's converters ignore `rms_norm_eps` for Gemma and Llama (the backbone then
     uses its default, 1e-6, where Llama 3 needs 1e-5): it is passed here wherever the backbone
-    takes `layer_norm_epsilon`.
+    takes `layer_norm_epsilon`. A config.json without a field the converter reads (a hand-edited
+    or truncated file) is a UserError naming it.
     """
     import keras_hub
 
-    _check_query_scale(hf_config)
-    numbers = dict(converter(family).convert_backbone_config(hf_config))
+    try:
+        _check_query_scale(hf_config)
+        numbers = dict(converter(family).convert_backbone_config(hf_config))
+    except KeyError as missing:
+        raise UserError(f"{where.rstrip('/')}/{CONFIG} has no {missing} field, which keras-hub's "
+                        f"{hf_config.get('model_type')} converter reads; the file is incomplete: "
+                        "take it from the model's original repository") from None
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where.rstrip('/')}/{CONFIG} has a field of the wrong kind for keras-hub's "
+                        f"{hf_config.get('model_type')} converter ({str(exc)[:120]}); take the "
+                        "file from the model's original repository") from None
     backbone = getattr(keras_hub.models, FAMILIES[family].backbone)
     takes = inspect.signature(backbone.__init__).parameters
     if "layer_norm_epsilon" in takes and "rms_norm_eps" in hf_config:

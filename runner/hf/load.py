@@ -13,6 +13,7 @@ from pathlib import Path
 from keras_hub.src.utils.transformers.safetensor_utils import SafetensorLoader
 
 from runner import upstream
+from runner.errors import UserError
 from runner.families import FAMILIES
 from runner.hf import folder as hf_folder
 from runner.hf.ports import port
@@ -28,9 +29,20 @@ class _ExactLoader(SafetensorLoader):
 
 
 def load_weights(backbone, family: str, location: str) -> None:
+    """The check stage has read every weight file's header (runner.hf.files); a file damaged
+    inside its tensors, or changed since, still ends as one line naming the folder."""
+    from safetensors import SafetensorError
+
     hf_config = hf_folder.read_config(Path(location))
-    with _ExactLoader(location) as loader:
-        hf_folder.converter(family).convert_weights(backbone, loader, hf_config)
+    try:
+        with _ExactLoader(location) as loader:
+            hf_folder.converter(family).convert_weights(backbone, loader, hf_config)
+    except (SafetensorError, OSError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else \
+            type(exc).__name__
+        raise UserError(f"model.preset={location}: its weights could not be read ({reason}); "
+                        "the folder is damaged or changed while loading: download it again"
+                        ) from None
 
 
 def preprocessor(location: str, family: str):

@@ -73,8 +73,8 @@ class _Recorder:
             return key
         matches = [k for k in self.hf_shapes if k.endswith("." + key)]
         if len(matches) != 1:
-            raise UserError(f"transformers' model has no tensor {key}, which keras-hub's "
-                            "converter maps; the exported config does not match")
+            raise UserError(f"transformers' model has no tensor {key} (runner/hf/shapes.py), "
+                            "which keras-hub's converter maps; the config does not match")
         return matches[0]
 
     def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
@@ -87,3 +87,16 @@ def record(converter, backbone, hf_config: dict, hf_shapes: dict) -> list[Port]:
     recorder = _Recorder(hf_shapes)
     converter.convert_weights(backbone, recorder, hf_config)
     return recorder.ports
+
+
+def converter_ports(family: str, numbers: dict, hf_config: dict) -> list[Port]:
+    """keras-hub's converter map for this architecture, recorded on a backbone with no memory and
+    no LoRA (the converters port `.kernel`, which LoRA turns into a computed value) against
+    transformers' tensor shapes for `hf_config` (runner.hf.shapes: no torch needed)."""
+    from runner import model
+    from runner.hf.folder import converter
+    from runner.hf.shapes import tensor_shapes
+
+    with model.no_memory_scope():
+        blank = model.backbone_class(family)(**numbers, dtype="float32")
+    return record(converter(family), blank, hf_config, tensor_shapes(hf_config))

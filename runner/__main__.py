@@ -71,7 +71,10 @@ def main(cfg: DictConfig) -> float:
             raise
         log.exception("job %s failed; the sweep goes on", folder.path)
         return math.nan
-    except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop everything
+    except KeyboardInterrupt as exc:  # Ctrl-C while starting, before the run listens for it
+        folder.fail(exc, status="interrupted")
+        raise
+    except BaseException as exc:  # SystemExit: stop everything
         folder.fail(exc)
         raise
     return summary.get("final_eval_loss", summary.get("final_loss", math.nan))

@@ -138,9 +138,10 @@ class RunDir:
             if (self / name).exists():
                 write_jsonl(self / name, [r for r in read_jsonl(self / name) if r["step"] <= step])
 
-    def fail(self, error: BaseException) -> None:
-        """Mark the run failed (never leave it looking finished or running). Process 0 only:
-        the other processes of a multi-process program never write the folder."""
+    def fail(self, error: BaseException, status: str = "failed") -> None:
+        """Mark the run failed (never leave it looking finished or running), or `status`
+        ("interrupted": Ctrl-C before the run could listen for it). Process 0 only: the other
+        processes of a multi-process program never write the folder."""
         jax = sys.modules.get("jax")
         if jax is not None and jax.process_index() != 0:
             return
@@ -148,7 +149,7 @@ class RunDir:
             return
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
         try:
-            self.write_summary({**self.summary(), "status": "failed", "error": text})
+            self.write_summary({**self.summary(), "status": status, "error": text})
         except OSError:  # an unwritable folder cannot say it failed; the exit code does
             pass
 

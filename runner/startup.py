@@ -103,6 +103,8 @@ def command(main):
             return main(*args, **kwargs)
         except Stopped as stop:  # runner.rerun's run, stopped by a signal: the log said why
             return stop.request.exit_code
+        except KeyboardInterrupt:
+            return interrupted()
         except Exception as exc:
             if not (isinstance(exc, UserError) or is_compose_error(exc)) or full_error_wanted():
                 raise
@@ -121,11 +123,22 @@ def hydra_cli(hydra_main) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing; we print
     try:
         hydra_main()
+    except KeyboardInterrupt:
+        sys.exit(interrupted())
     except Exception as exc:
         if not (isinstance(exc, UserError) or is_compose_error(exc)) or full_error_wanted():
             raise
         report(exc)
         sys.exit(2)
+
+
+def interrupted() -> int:
+    """Ctrl-C outside a training run's own handling (starting up, planning, exporting): one
+    line instead of a stack trace, and the shell's code for SIGINT."""
+    if full_error_wanted():
+        raise KeyboardInterrupt
+    print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+    return 130
 
 
 class Preflight(Callback):

@@ -95,8 +95,8 @@ class StopRequests:
         if self._pipe is None:
             return
         signal.set_wakeup_fd(self._wakeup)
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
+        for number, handler in self._previous.items():  # None: one set outside Python
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
         read, write = self._pipe
         os.write(write, b"\0")  # wakes the watcher, which ends on a 0
         self._thread.join(timeout=5)

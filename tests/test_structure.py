@@ -83,3 +83,20 @@ def test_a_non_editable_install_runs_from_another_folder(tmp_path):
                             cwd=work, env=env, capture_output=True, text=True).stdout
     assert str(target) in loaded  # the installed copy ran, not the checkout
     assert (work / "run" / "summary.json").is_file()
+
+
+def test_ci_runs_the_readmes_test_command_in_a_fresh_virtual_environment():
+    """CI must fail where a new user would: a fresh venv, then exactly the README's test line
+    (its install and its test command), with nothing from this machine's own Python."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Run the tests", 1)[1]
+    command = re.search(r"```bash\n(.+?)\n```", section, re.S).group(1).strip()
+    assert command == 'python -m pip install -e ".[test]" && python -m pytest'
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.strip().startswith("#")]
+    assert ci[-1] == command
+    venv = next(i for i, line in enumerate(ci) if " -m venv " in line)
+    activate = next(i for i, line in enumerate(ci) if line.startswith("source ")
+                    and "/bin/activate" in line)
+    assert venv < activate < len(ci) - 1
+    assert "mktemp" in " ".join(ci[:venv + 1])  # a new folder every time, never reused

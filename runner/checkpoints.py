@@ -75,6 +75,40 @@ def latest(folder: RunDir) -> Optional[Checkpoint]:
     return found[0] if found else None
 
 
+def at(folder: RunDir, step: int) -> Checkpoint:
+    return Checkpoint(step, folder / CHECKPOINTS / _name(step))
+
+
+# TensorStore's status codes (absl's) that mean the bytes on disk are wrong or missing. Others
+# (RESOURCE_EXHAUSTED, PERMISSION_DENIED, UNAVAILABLE, ...) say nothing against the checkpoint.
+_DAMAGE_CODES = ("DATA_LOSS", "OUT_OF_RANGE", "FAILED_PRECONDITION", "NOT_FOUND",
+                 "INVALID_ARGUMENT")
+
+
+def damage(exc: BaseException) -> Optional[str]:
+    """Why a failed restore means the checkpoint's files are damaged or missing, in a few words;
+    None when the failure is something else (memory, permissions, a file system away), which
+    must not get a good checkpoint set aside."""
+    import json
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 5:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for e in chain:
+        if isinstance(e, FileNotFoundError):
+            return "a file of it is missing"
+        if isinstance(e, json.JSONDecodeError):
+            return "a metadata file of it is not valid JSON"
+        text = str(e).strip()
+        code = next((c for c in _DAMAGE_CODES if text.startswith(c + ":")), None)
+        if code is not None:
+            return f"a file of it is damaged or missing ({code})"
+        if text.startswith("Found incomplete checkpoint"):
+            return "Orbax marks it incomplete"
+    return None
+
+
 def set_aside(folder: RunDir, checkpoint: Checkpoint) -> Path:
     """Move a checkpoint out of Orbax's sight (never delete it: what a run wrote stays) into
     checkpoints_set_aside/; returns where it went."""
@@ -146,7 +180,7 @@ def restore(model, checkpoint: Checkpoint) -> dict:
         if [v.path for v in variables] != saved:
             raise Mismatch(f"{checkpoint.path} does not fit this model: its {group} variables "
                            f"differ ({len(saved)} saved, {len(variables)} here); resume with the "
-                           "runner version that wrote it, or start over with train.resume=restart")
+                           "runner version that wrote it, or train in a new folder")
     target = {group: [jax.ShapeDtypeStruct(v.value.shape, v.value.dtype,
                                            sharding=v.value.sharding) for v in variables]
               for group, variables in groups.items()}

@@ -261,9 +261,10 @@ class TrainConfig:
     # steps between checkpoints (null: none); operational: a cut run may resume with another
     checkpoint_every: Optional[int] = key(None, at_least(1), operational=True)
     # true: the same config in a folder whose run was cut resumes it, from its newest checkpoint
-    # that restores; false: a folder holding a run is refused; restart: a cut run starts over
-    # from step 0 (its checkpoints are set aside in checkpoints_set_aside/, not deleted)
-    resume: Any = key(True, OneOf((True, False, "restart")), operational=True)
+    # that restores (none restoring is an error); or_restart: the same, but when none restores
+    # the run starts over from step 0 (they are set aside in checkpoints_set_aside/, not
+    # deleted); false: a folder holding a run is refused
+    resume: Any = key(True, OneOf((True, False, "or_restart")), operational=True)
     save_adapter: bool = key(True, Flag())  # LoRA runs: adapter.lora.h5 in the run folder
     save_merged_preset: bool = key(False, Flag())  # also a preset with the adapter merged in
     # at the end, what `python -m runner.export` writes: Hugging Face folders in export/

@@ -152,6 +152,20 @@ def exit_after_peer_stopped(exc: BaseException) -> None:
     os._exit(3)
 
 
+def gather_ints(value: int) -> list[int]:
+    """Every process's `value`, in process order, on every process: a collective that all
+    processes of the program must call at the same point (one process: [value])."""
+    import jax
+
+    if jax.process_count() == 1:
+        return [int(value)]
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return [int(v) for v in np.ravel(multihost_utils.process_allgather(
+        np.array([value], np.int32)))]
+
+
 def log_file_name(process_id=None) -> str:
     """runner.log for process 0 (or a single process), runner.process<N>.log for the others:
     every process keeps its own log. Used by conf/config.yaml's hydra.job_logging."""

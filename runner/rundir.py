@@ -68,8 +68,13 @@ def append_jsonl(path, record: dict) -> None:
 
 
 def write_jsonl(path, records) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    """Atomic, as write_json: a process ended mid-write (a second stop signal) never leaves a
+    cut file, which would lose records a resume does not log again."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
+    tmp.replace(path)
 
 
 class RunDir:
@@ -138,6 +143,9 @@ class RunDir:
             if (self / name).exists():
                 write_jsonl(self / name, [r for r in read_jsonl(self / name) if r["step"] <= step])
 
+    def _held_by_another(self) -> bool:
+        return _held(self)
+
     def fail(self, error: BaseException, status: str = "failed") -> None:
         """Mark the run failed (never leave it looking finished or running), or `status`
         ("interrupted": Ctrl-C before the run could listen for it). Process 0 only: the other
@@ -145,13 +153,27 @@ class RunDir:
         jax = sys.modules.get("jax")
         if jax is not None and jax.process_index() != 0:
             return
-        if not self.path.is_dir():
-            return
+        if not self.path.is_dir() or self.finished or self._held_by_another():
+            return  # a finished run, or one a live process runs in, is not this one's to mark
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
         try:
             self.write_summary({**self.summary(), "status": status, "error": text})
         except OSError:  # an unwritable folder cannot say it failed; the exit code does
             pass
+
+
+def _held(folder: "RunDir") -> bool:
+    """Does a live process hold the folder's lock? (This one's claim is released by the time
+    a failure is marked.)"""
+    if not (folder / LOCK).exists():
+        return False
+    with open(folder / LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 class RunDirTaken(UserError):
@@ -163,9 +185,8 @@ class Claim:
     """What a run folder holds when a run starts in it.
 
     state: "new" (empty), "finished" (nothing to do), "resume" (cut, with checkpoints: the run
-    resumes from the newest that restores), "restart" (cut before its first checkpoint, or
-    train.resume=restart: its checkpoints, if any, are set aside). The lock is held until
-    release()."""
+    resumes from the newest that restores), "restart" (cut before its first checkpoint). The
+    lock is held until release()."""
     state: str
     summary: Optional[dict] = None
     checkpoints: tuple = ()  # runner.checkpoints.Checkpoint, newest first
@@ -211,8 +232,8 @@ def first_difference(a, b, prefix="") -> str:
 
 def claim(folder: RunDir, resolved: dict, resume) -> Claim:
     """Lock the folder and say what to do with what it holds. A folder holding a run of another
-    experiment is refused; so is any run when resume is off (false); "restart" starts a cut run
-    over from step 0. Nothing in it is changed here."""
+    experiment is refused; so is any run when resume is off (false). Nothing in it is changed
+    here."""
     from runner.config import experiment_part
 
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -237,14 +258,15 @@ def claim(folder: RunDir, resolved: dict, resume) -> Claim:
         from runner import checkpoints
 
         found = tuple(checkpoints.complete(folder))
-        state = "resume" if found and resume != "restart" else "restart"
-        return Claim(state, summary=summary, checkpoints=found, lock=lock)
+        return Claim("resume" if found else "restart", summary=summary, checkpoints=found,
+                     lock=lock)
     except BaseException:
         lock.close()
         raise
 
 
 _CLAIM_STATES = ("new", "finished", "resume", "restart")
+_SHARED_STEPS = 16  # checkpoints a multi-process run may try, newest first
 
 
 def claim_across_processes(folder: RunDir, resolved: dict, resume) -> Claim:
@@ -257,11 +279,14 @@ def claim_across_processes(folder: RunDir, resolved: dict, resume) -> Claim:
     import numpy as np
     from jax.experimental import multihost_utils
 
-    found, refused, code = None, None, [-1, 0]
+    # [state, newest step, ..., oldest step, -1 ...]: every process tries the checkpoints
+    # process 0 found, in its order (a shared file system may list them otherwise elsewhere)
+    found, refused, code = None, None, [-1] + [-1] * _SHARED_STEPS
     if jax.process_index() == 0:
         try:
             found = claim(folder, resolved, resume)
-            code = [_CLAIM_STATES.index(found.state), found.start_step]
+            steps = [c.step for c in found.checkpoints][:_SHARED_STEPS]
+            code = [_CLAIM_STATES.index(found.state)] + steps + [-1] * (_SHARED_STEPS - len(steps))
         except UserError as exc:
             refused = exc
     code = [int(c) for c in multihost_utils.broadcast_one_to_all(np.array(code, np.int32))]
@@ -273,11 +298,9 @@ def claim_across_processes(folder: RunDir, resolved: dict, resume) -> Claim:
         return found
     from runner import checkpoints
 
-    state, step = _CLAIM_STATES[code[0]], code[1]
-    found = tuple(c for c in checkpoints.complete(folder) if c.step <= step) \
-        if state == "resume" else ()  # as process 0 found them (it alone sets any aside)
+    state = _CLAIM_STATES[code[0]]
     return Claim(state, summary=folder.summary() if state == "finished" else None,
-                 checkpoints=found)
+                 checkpoints=tuple(checkpoints.at(folder, step) for step in code[1:] if step >= 0))
 
 
 def job_folders(sweep_dir) -> dict[Path, dict]:

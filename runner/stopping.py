@@ -116,13 +116,10 @@ class StopRequests:
         process asks no one; several gather their requests (a small all-gather per step)."""
         if process_count == 1:
             return self.requested
-        import numpy as np
-        from jax.experimental import multihost_utils
+        from runner.distributed import gather_ints
 
         mine = self.requested.signal_number if self.requested is not None else 0
-        numbers = [int(n) for n in np.ravel(multihost_utils.process_allgather(
-            np.array([mine], np.int32)))]
-        chosen = next((n for n in numbers if n), None)
+        chosen = next((n for n in gather_ints(mine) if n), None)
         return Request(chosen) if chosen else None
 
     def _watch(self) -> None:

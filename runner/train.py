@@ -167,9 +167,8 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
 
     primary = jax.process_index() == 0
     if claim.state == "restart":
-        log.info("%s holds this run, %s: starting over from step 0", folder.path,
-                 "and train.resume=restart" if claim.checkpoints else
-                 "cut before its first checkpoint")
+        log.info("%s holds this run, cut before its first checkpoint: starting over",
+                 folder.path)
     if primary:
         folder.write_resolved_config(resolved)
         folder.write_summary(_start_summary(cfg, Start()))
@@ -264,14 +263,11 @@ def resume(cfg, decided: Decided, built: Built) -> Start:
     start (they are logged again, identically) and says where the run starts."""
     folder, claim = decided.folder, decided.claim
     start = Start()
-    if claim.state == "restart" and claim.checkpoints and decided.primary:
-        for checkpoint in claim.checkpoints:  # train.resume=restart
-            log.warning("train.resume=restart: %s set aside as %s", checkpoint.path,
-                        checkpoints.set_aside(folder, checkpoint))
-    elif claim.state == "resume":
-        start = _restore_newest_good(decided, built)
-        log.info("%s holds this run, cut at step %d: resuming from %s", folder.path, start.step,
-                 start.checkpoint.path)
+    if claim.state == "resume":
+        start = _restore_newest_good(decided, built, cfg.train.resume == "or_restart")
+        if start.checkpoint is not None:
+            log.info("%s holds this run, cut at step %d: resuming from %s", folder.path,
+                     start.step, start.checkpoint.path)
     if decided.primary:
         folder.truncate_after(start.step)
         folder.write_summary({**_start_summary(cfg, start),
@@ -279,7 +275,10 @@ def resume(cfg, decided: Decided, built: Built) -> Start:
     return start
 
 
-def _restore_newest_good(decided: Decided, built: Built) -> Start:
+def _restore_newest_good(decided: Decided, built: Built, or_restart: bool) -> Start:
+    """Try the checkpoints newest first; set aside the unreadable ones newer than the first
+    that restores. None restoring is a UserError, or (or_restart) a start from step 0 with all
+    of them set aside."""
     lm, folder = built.causal_lm, decided.folder
     # the state fit would build (the compiled metrics' variables included), to restore into
     lm.preprocessor = None
@@ -288,34 +287,57 @@ def _restore_newest_good(decided: Decided, built: Built) -> Start:
     unreadable = []
     for checkpoint in decided.claim.checkpoints:
         problem, meta = _restore(lm, checkpoint)
-        problem = _agreed_problem(problem, decided.process_count)
         if problem is None:
-            for bad, why in unreadable if decided.primary else ():
-                log.warning("%s cannot be restored (%s): set aside as %s; resuming from %s",
-                            bad.path, why, checkpoints.set_aside(folder, bad), checkpoint.path)
+            _set_aside(decided, unreadable, f"resuming from {checkpoint.path}")
             return Start(checkpoint.step, checkpoint, meta,
                          tuple(v.value for v in lm.metrics_variables))
         unreadable.append((checkpoint, problem))
-    raise UserError(f"{folder / CHECKPOINTS}: none of its checkpoints can be restored ("
-                    + "; ".join(f"{c.path.name}: {why}" for c, why in unreadable)
-                    + "); to start this run over from step 0, run again with "
-                    f"train.resume=restart (they are then set aside in {SET_ASIDE}/, not "
-                    "deleted), or choose a new folder")
+    reasons = "; ".join(f"{c.path.name}: {why}" for c, why in unreadable)
+    if or_restart:
+        _set_aside(decided, unreadable, "none restores: starting over from step 0 "
+                                        "(train.resume=or_restart)")
+        return Start()
+    raise UserError(f"{folder / CHECKPOINTS}: none of its checkpoints can be restored "
+                    f"({reasons}); to start this run over from step 0 instead, run again with "
+                    f"train.resume=or_restart (it sets them aside in {SET_ASIDE}/, never "
+                    "deletes them, and resumes as usual once a checkpoint restores), or choose "
+                    "a new folder")
+
+
+def _set_aside(decided: Decided, unreadable: list, then: str) -> None:
+    for bad, why in unreadable if decided.primary else ():
+        log.warning("%s cannot be restored (%s): set aside as %s; %s", bad.path, why,
+                    checkpoints.set_aside(decided.folder, bad), then)
 
 
 def _restore(lm, checkpoint) -> tuple[Optional[str], Optional[dict]]:
-    """(None, its meta) when the checkpoint restored into the model, else (why not, None). A
-    checkpoint of another model (Mismatch) is the user's to resolve, not damage: it raises."""
+    """(None, its meta) when the checkpoint restored into the model in every process, else
+    (why not, None). Every process restores its own shards; they agree on the outcome, so all
+    try the one before together. A failure that is not damage (memory, permissions: see
+    checkpoints.damage), or a checkpoint of another model (Mismatch), is a UserError: setting
+    aside a good checkpoint would throw its steps away."""
+    from runner.distributed import gather_ints
+
+    problem, meta, other = None, None, None
     try:
-        return None, checkpoints.restore(lm, checkpoint)
+        meta = checkpoints.restore(lm, checkpoint)
     except checkpoints.Mismatch:
         raise
     except Exception as exc:  # noqa: BLE001 - Orbax and TensorStore raise plain Exception
         _quiet_failed_reads()
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if text.startswith("Encountered error while reading array"):  # TensorStore's words
-            text = "its array data cannot be read: a file of it is damaged or missing"
-        return text[:160], None
+        problem = checkpoints.damage(exc)
+        if problem is None:
+            other = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else \
+                type(exc).__name__
+    outcomes = gather_ints(0 if meta is not None else 2 if other else 1)  # every process's
+    if max(outcomes) == 2:
+        raise UserError(f"{checkpoint.path} could not be restored ("
+                        f"{other or 'in another process: see its log'}); that is not a damaged "
+                        "file, so nothing was set aside: fix the cause (memory, permissions, "
+                        "the file system) and run the same command again")
+    if max(outcomes) == 1 and problem is None:
+        problem = "another process could not read its shards"
+    return problem, meta if problem is None else None
 
 
 def _quiet_failed_reads() -> None:
@@ -345,20 +367,6 @@ def _quiet_failed_reads() -> None:
     hook.runner_quiet = True
     sys.unraisablehook = hook
     atexit.register(settle)
-
-
-def _agreed_problem(problem: Optional[str], process_count: int) -> Optional[str]:
-    """Every process of a multi-process run restores its own shards: a checkpoint restores
-    only if it restored in all of them (else all try the one before it, together)."""
-    if process_count == 1:
-        return problem
-    import numpy as np
-    from jax.experimental import multihost_utils
-
-    failed = multihost_utils.process_allgather(np.array([problem is not None], np.int32))
-    if problem is None and int(np.max(failed)):
-        return "another process could not read its shards"
-    return problem
 
 
 def open_tracker(cfg, decided: Decided, start: Start, run_name, group) -> Tracker:

@@ -123,8 +123,10 @@ def test_a_damaged_checkpoint_is_listed_but_fails_a_real_restore_and_can_be_set_
             self.metrics_variables, self.non_trainable_variables = [], []
 
     model = Model()
-    with pytest.raises(Exception):
+    with pytest.raises(Exception) as failed:
         checkpoints.restore(model, newest)
+    assert not isinstance(failed.value, checkpoints.Mismatch)
+    assert checkpoints.damage(failed.value) is not None  # damage, not memory or permissions
     untouched = np.asarray(state(0)["trainable"][0])
     assert np.array_equal(np.asarray(model.trainable_variables[0].value), untouched)
     checkpoints.restore(model, checkpoints.complete(folder)[1])  # the one before still reads
@@ -176,3 +178,25 @@ def test_a_full_fine_tune_keeps_its_last_step_resumes_from_it_and_exports(tmp_pa
     export = run_cli(str(folder.path), module="runner.export", cwd=tmp_path, timeout=600)
     assert export.returncode == 0, export.stderr[-3000:]
     assert (folder.path / "export" / "merged" / "config.json").is_file()
+
+
+def test_only_damage_counts_as_damage():
+    """A restore that fails for want of memory or permission must not get a good checkpoint
+    set aside: only missing or unreadable bytes are damage."""
+    import json
+
+    def chained(outer, cause):
+        outer.__cause__ = cause
+        return outer
+
+    read = "Encountered error while reading array index: (slice(0, 8, 1),)."
+    assert checkpoints.damage(chained(Exception(read), ValueError(
+        "OUT_OF_RANGE: Error reading \"w/0.0\": Requested byte range [0, 9) is not valid")))
+    assert checkpoints.damage(ValueError("DATA_LOSS: Error opening \"zarr\" driver"))
+    assert checkpoints.damage(FileNotFoundError("meta/metadata not found"))
+    assert checkpoints.damage(json.JSONDecodeError("Expecting value", "{", 1))
+    assert checkpoints.damage(chained(Exception(read), ValueError(
+        "RESOURCE_EXHAUSTED: Out of memory while trying to allocate"))) is None
+    assert checkpoints.damage(chained(Exception(read), ValueError(
+        "PERMISSION_DENIED: Error opening file"))) is None
+    assert checkpoints.damage(MemoryError()) is None

@@ -238,6 +238,13 @@ def test_files_as_spreadsheets_and_editors_write_them_give_the_same_records(tmp_
     assert got == [{"text": "first line"}, {"text": "second line"}]
     places = [w for w, _ in records.read(tmp_path / "excel_utf8.csv", "csv")]
     assert [w.rsplit(":", 1)[1] for w in places] == ["2", "3", "5"]  # each record's first line
+    (tmp_path / "blank.csv").write_text("text,label\n\nhi,1\n\n\nyo,2\n")
+    got = list(records.read(tmp_path / "blank.csv", "csv"))
+    assert [(w.rsplit(":", 1)[1], r) for w, r in got] == [
+        ("3", {"text": "hi", "label": "1"}), ("6", {"text": "yo", "label": "2"})]
+    (tmp_path / "one.tsv").write_text("text\nhello, world; again\n")  # one column: no guessing
+    assert [r for _, r in records.read(tmp_path / "one.tsv", "csv")] == [
+        {"text": "hello, world; again"}]
 
 
 def test_spreadsheet_files_train_the_same_prompt_response_examples(tmp_path):

@@ -66,7 +66,9 @@ def test_operational_keys_do_not_make_another_run(tmp_path):
         claim(folder, other, resume=True)
 
 
-def test_resume_restart_starts_a_cut_run_over_and_lists_its_checkpoints_to_set_aside(tmp_path):
+def test_a_cut_run_lists_every_complete_checkpoint_newest_first_whatever_resume_says(tmp_path):
+    """train.resume=or_restart resumes like true (it differs only when none restores); a
+    finished run is never started again."""
     import jax.numpy as jnp
 
     folder = RunDir(tmp_path / "run")
@@ -75,12 +77,26 @@ def test_resume_restart_starts_a_cut_run_over_and_lists_its_checkpoints_to_set_a
     for step in (10, 20):
         saver.save(step, {"trainable": [jnp.ones(3)]}, {"paths": {}})
     saver.close()
-    with claim(folder, CONFIG, resume="restart") as found:
-        assert found.state == "restart" and found.start_step == 0
-        assert [c.step for c in found.checkpoints] == [20, 10]
-    _ran(folder, "finished")  # a finished run is never started over
-    with claim(folder, CONFIG, resume="restart") as found:
+    for resume in (True, "or_restart"):
+        with claim(folder, CONFIG, resume=resume) as found:
+            assert found.state == "resume" and found.start_step == 20
+            assert [c.step for c in found.checkpoints] == [20, 10]
+    _ran(folder, "finished")
+    with claim(folder, CONFIG, resume="or_restart") as found:
         assert found.state == "finished"
+
+
+def test_a_failure_never_marks_a_finished_run_or_one_a_live_process_holds(tmp_path):
+    folder = RunDir(tmp_path / "run")
+    _ran(folder, "finished")
+    folder.fail(KeyboardInterrupt(), status="interrupted")  # Ctrl-C at start-up, same folder
+    assert folder.summary() == {"status": "finished"}
+    _ran(folder, "running")
+    with claim(folder, CONFIG, resume=True):  # another process runs in it
+        folder.fail(ValueError("not mine"))
+        assert folder.summary() == {"status": "running"}
+    folder.fail(ValueError("mine"))
+    assert folder.summary() == {"status": "failed", "error": "mine"}
 
 
 def test_resume_false_refuses_any_used_folder(tmp_path):

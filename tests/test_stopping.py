@@ -28,7 +28,7 @@ def test_the_first_signal_is_a_request_and_the_handlers_come_back(number, status
     with StopRequests() as stops:
         assert stops.requested is None and stops.agreed(1) is None
         os.kill(os.getpid(), number)
-        _wait_for(lambda: stops.requested is not None)  # no bytecode of ours ran meanwhile
+        _wait_for(lambda: stops.requested is not None)  # noted by the watcher thread
         assert stops.requested == Request(number) == stops.agreed(1)
         assert (stops.requested.status, stops.requested.exit_code) == (status, code)
         with pytest.raises(Stopped, match=f"{signal.Signals(number).name}: stopped after step 7"):

@@ -138,9 +138,10 @@ def uninterrupted(tmp_path_factory):
     return workdir / "full"
 
 
-def _signal_when_logged(proc, run_dir: Path, step: int, signals, timeout=600) -> None:
-    """Send `signals` (0.2 s apart) to `proc` once metrics.jsonl has logged `step`: training is
-    under way, between two periodic checkpoints."""
+def _signal_when_logged(proc, run_dir: Path, step: int, signals, timeout=600,
+                        gap=0.2) -> None:
+    """Send `signals` (`gap` seconds apart) to `proc` once metrics.jsonl has logged `step`:
+    training is under way, between two periodic checkpoints."""
     deadline = time.time() + timeout
     while not any(m["step"] >= step for m in RunDir(run_dir).metrics()):
         assert proc.poll() is None, "the run ended before it could be signalled"
@@ -148,7 +149,7 @@ def _signal_when_logged(proc, run_dir: Path, step: int, signals, timeout=600) ->
         time.sleep(0.05)
     for number in signals:
         proc.send_signal(number)
-        time.sleep(0.2)
+        time.sleep(gap)
 
 
 def test_sigterm_saves_the_step_in_flight_and_the_same_command_resumes_to_identical_metrics(
@@ -175,7 +176,8 @@ def test_ctrl_c_twice_ends_at_once_with_one_line(workdir):
                             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, env={k: v for k, v in os.environ.items()
                                             if k != "HYDRA_FULL_ERROR"})
-    _signal_when_logged(proc, workdir / "cut", 15, [signal.SIGINT, signal.SIGINT])
+    # 50 ms apart: the second arrives while the first's step and checkpoint are under way
+    _signal_when_logged(proc, workdir / "cut", 15, [signal.SIGINT, signal.SIGINT], gap=0.05)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130
     assert "SIGINT again: stopped at once" in err and "Traceback" not in err
@@ -220,9 +222,9 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_o
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "none of its checkpoints can be restored" in errors[0]
-    assert str(run / "checkpoints") in errors[0] and "train.resume=restart" in errors[0]
+    assert str(run / "checkpoints") in errors[0] and "train.resume=or_restart" in errors[0]
     assert summary(run)["status"] == "failed"
-    over = run_cli(*args, "train.resume=restart", cwd=workdir, timeout=600)
+    over = run_cli(*args, "train.resume=or_restart", cwd=workdir, timeout=600)
     assert over.returncode == 0, over.stderr[-3000:]
     assert summary(run)["status"] == "finished" and "resumed_from_step" not in summary(run)
     assert metrics(run) == logged

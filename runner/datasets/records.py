@@ -95,27 +95,37 @@ def _jsonl(path: Path):
 
 
 def _delimiter(path: Path) -> str:
-    """The delimiter the header line uses most: comma, semicolon or tab."""
+    """Tab for .tsv; else the delimiter the header line uses most: comma, semicolon or tab."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
     with _open(path, newline="") as f:
         header = f.readline()
     return max(_DELIMITERS, key=header.count) if any(d in header for d in _DELIMITERS) else ","
 
 
 def _csv(path: Path):
+    """csv's own reader (quoted fields, line breaks in them), rows paired with the header here:
+    DictReader skips blank lines without saying so, which would put records on the wrong line."""
     delimiter = _delimiter(path)
     with _open(path, newline="") as f:  # newline="": quoted fields may hold line breaks
-        reader = csv.DictReader(f, delimiter=delimiter)
-        if not reader.fieldnames:
+        rows = csv.reader(f, delimiter=delimiter)
+        header = next(rows, None)
+        if not header:
             raise UserError(f"{path}: no header line; a CSV file's first line names its columns")
-        end = reader.line_num  # a record's place is its first line (quoted fields span lines)
-        for record in reader:
-            where, end = f"{path}:{end + 1}", reader.line_num
-            if None in record or any(v is None for v in record.values()):
-                raise UserError(f"{where}: has {len(record.get(None) or []) or 'too few'} "
-                                f"{'extra ' if None in record else ''}fields for the header's "
-                                f"{len(reader.fieldnames)} columns; fix the line (quote fields "
-                                f"that hold a {_NAMES[delimiter]})")
-            yield where, {k: v.replace("\r\n", "\n") for k, v in record.items()}
+        while True:
+            first = rows.line_num + 1  # a record's place is its first line
+            row = next(rows, None)
+            if row is None:
+                return
+            if not row:
+                continue  # a blank line
+            if len(row) != len(header):
+                extra = len(row) - len(header)
+                raise UserError(f"{path}:{first}: has {extra if extra > 0 else 'too few'} "
+                                f"{'extra ' if extra > 0 else ''}fields for the header's "
+                                f"{len(header)} columns; fix the line (quote fields that hold a "
+                                f"{_NAMES[delimiter]})")
+            yield f"{path}:{first}", {k: v.replace("\r\n", "\n") for k, v in zip(header, row)}
 
 
 _NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}

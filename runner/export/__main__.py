@@ -6,7 +6,7 @@ writes RUN_DIR/export/merged (the trained model, LoRA merged in: transformers'
 AutoModelForCausalLM.from_pretrained loads it), RUN_DIR/export/adapter (the LoRA adapter:
 peft's PeftModel.from_pretrained(base, adapter) and vLLM's LoRA serving load it) and, when the
 base was a keras-hub preset, RUN_DIR/export/base (the base the adapter applies to). Needs
-transformers and torch (the `export` extra). Exit 2 for a run it cannot export.
+transformers (the `export` extra; no torch). Exit 2 for a run it cannot export.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Folders as users have them: a download cut short (a shard of a sharded checkpoint missing, a
 file truncated), a damaged file, PyTorch `.bin` weights only, or a config.json from another
 model than the weights. Each ends as one line naming the file and the fix, in the check stage,
-in seconds: only the safetensors headers are read (8 bytes of length, then a JSON table of
-every tensor's dtype, shape and byte range), never the tensors.
+in seconds: only the safetensors headers are read (a JSON table of every tensor's dtype, shape
+and byte range), never the tensors.
 
 `.bin`-only folders are refused with the one command that converts them (transformers'
 save_pretrained writes safetensors): reading them would need torch and unpickling, which the
@@ -14,7 +14,6 @@ runner's base install has neither of, and keras-hub's converters read safetensor
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 from runner.errors import UserError
@@ -22,7 +21,6 @@ from runner.errors import UserError
 SAFETENSORS = "model.safetensors"
 INDEX = "model.safetensors.index.json"  # a sharded checkpoint: tensor -> shard file
 TORCH_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-_MAX_HEADER = 100 * 2**20  # the safetensors format's own limit on the JSON header
 
 
 def _again(folder: Path) -> str:
@@ -67,31 +65,23 @@ def _weight_map(index: Path) -> dict[str, str]:
 
 
 def read_header(path: Path) -> dict[str, tuple]:
-    """{tensor name: shape} from a safetensors file's header; a UserError for a file that is
-    not one, or that ends before the tensors its header promises."""
+    """{tensor name: shape} from a safetensors file's header (safetensors' own reader, which
+    maps the file and reads no tensor); a UserError for a file that is not one, or that ends
+    before the tensors its header promises."""
+    from safetensors import SafetensorError, safe_open
+
     damaged = f"the file is damaged: {_again(path.parent)}"
-    size = path.stat().st_size
     try:
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            if not 0 < length <= min(_MAX_HEADER, size - 8):
-                raise ValueError(f"a header of {length:,} bytes in a file of {size:,}")
-            header = json.loads(f.read(length))
-        header.pop("__metadata__", None)
-        shapes, end = {}, 0
-        for name, entry in header.items():
-            _, stop = (int(x) for x in entry["data_offsets"])
-            shapes[name] = tuple(int(n) for n in entry["shape"])
-            end = max(end, stop)
-    except (struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
-        reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        with safe_open(str(path), framework="numpy") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except SafetensorError as exc:
+        reason = str(exc).strip().splitlines()[0][:100]
+        if "incomplete metadata" in reason:  # the tensors' bytes end before the header's
+            raise UserError(f"{path}: truncated ({path.stat().st_size:,} bytes, fewer than its "
+                            f"header describes: a download cut short, or a full disk?); "
+                            f"{damaged}") from None
         raise UserError(f"{path}: not a readable safetensors file ({reason}); {damaged}") \
             from None
-    expected = 8 + length + end
-    if size < expected:
-        raise UserError(f"{path}: truncated ({size:,} of {expected:,} bytes: a download cut "
-                        f"short, or a full disk?); {damaged}")
-    return shapes
 
 
 def _resolve(key: str, names) -> str | None:

@@ -84,8 +84,9 @@ def token_ids_and_weights(example_messages, tokenizer, template: str, ids: dict)
     return tokens.flat_values, tf.cast(trained.flat_values, "float32")
 
 
-def chat_examples(ds, dataset_cfg, tokenizer, sequence_length: int):
-    """format=chat: (x, y, sample weight) per conversation, packed to sequence_length + 1."""
+def chat_examples(ds, dataset_cfg, field: str, tokenizer, sequence_length: int):
+    """format=chat: (x, y, sample weight) per conversation (in `field`: see
+    runner.datasets.problems.messages_field), packed to sequence_length + 1."""
     import tensorflow as tf
 
     from runner.data import _packed, fit_to_width
@@ -97,7 +98,7 @@ def chat_examples(ds, dataset_cfg, tokenizer, sequence_length: int):
         ids = special_ids(tokenizer, template)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    field, width, pad = dataset_cfg.messages_field, sequence_length + 1, tokenizer.pad_token_id
+    width, pad = sequence_length + 1, tokenizer.pad_token_id
 
     def pack(example):
         token_ids, weights = token_ids_and_weights(example[field], tokenizer, template, ids)

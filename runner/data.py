@@ -125,8 +125,10 @@ def _examples(opened, dataset_cfg, split, preprocessor, sequence_length):
                                                sequence_length)
     elif dataset_cfg.format == "chat":
         from runner.chat_data import chat_examples
+        from runner.datasets.problems import messages_field
 
-        ds, packed = chat_examples(ds, dataset_cfg, preprocessor.tokenizer, sequence_length)
+        ds, packed = chat_examples(ds, dataset_cfg, messages_field(dataset_cfg, features),
+                                   preprocessor.tokenizer, sequence_length)
     else:
         ds, packed = _text_examples(ds, dataset_cfg, features, preprocessor, sequence_length)
     ds = ds.cache()  # tokenized once, reused by every epoch and evaluation

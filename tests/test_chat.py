@@ -189,3 +189,63 @@ def test_chat_batches_weight_only_assistant_targets():
         for run, answer in zip(runs, answers):
             assert run[-1] == end
             assert run[:-1] == list(np.asarray(tok(answer.strip())))
+
+
+def test_sharegpt_records_train_as_the_same_conversations_with_no_key_set(tmp_path):
+    """Axolotl's and LLaMA-Factory's ShareGPT shape ("conversations", "from"/"value", speakers
+    human/gpt/system) needs only dataset.format=chat: the batches (token ids, targets, loss
+    mask) are exactly those of the same conversations written as messages."""
+    import json
+
+    import keras_hub
+    import tensorflow as tf
+
+    from conftest import compose
+    from runner import data
+    from runner.checks import run_checks
+    from runner.model import SHIPPED_PRESETS
+
+    conversations = [  # Gemma 1/2 take no system message; dataset.chat_template=gemma3 does
+        [{"role": "system", "content": "You are brief."},
+         {"role": "user", "content": "Name a river."}, {"role": "assistant", "content": "The Loire."},
+         {"role": "user", "content": "And a town?"}, {"role": "assistant", "content": "Tours."}],
+        [{"role": "user", "content": "Is the film good?"},
+         {"role": "assistant", "content": "I loved every minute of it!"}],
+    ] * 4
+    speakers = {"system": "system", "user": "human", "assistant": "gpt"}
+    (tmp_path / "messages.jsonl").write_text("".join(
+        json.dumps({"messages": c}) + "\n" for c in conversations))
+    (tmp_path / "sharegpt.jsonl").write_text("".join(json.dumps({"id": i, "conversations": [
+        {"from": speakers[m["role"]], "value": m["content"]} for m in c]}) + "\n"
+        for i, c in enumerate(conversations)))
+    pre = keras_hub.models.CausalLMPreprocessor.from_preset(str(SHIPPED_PRESETS / "tiny_gemma"))
+    batches = {}
+    for name in ("messages", "sharegpt"):
+        cfg = compose(f"dataset.files={tmp_path / name}.jsonl", "dataset.format=chat",
+                      "dataset.chat_template=gemma3", "dataset.shuffle_buffer=1",
+                      f"dataset.data_dir={tmp_path / 'prepared'}")
+        assert run_checks(cfg, 8, for_training=False).problems == []
+        stream = data.build(cfg.dataset, pre, 4, 64, 1, None, 0)
+        batches[name] = [[np.asarray(t) for t in tf.nest.flatten(b)]
+                         for b in stream.dataset.take(2)]
+    assert len(batches["sharegpt"]) == 2
+    for ours, theirs in zip(batches["messages"], batches["sharegpt"]):
+        assert len(ours) == len(theirs) == 4  # token ids, padding mask, targets, loss mask
+        for a, b in zip(ours, theirs):
+            assert np.array_equal(a, b)
+    assert batches["sharegpt"][0][-1].sum() > 0  # assistant tokens carry the loss
+
+
+def test_a_field_that_holds_no_messages_is_refused_with_the_fix(tmp_path):
+    import json
+
+    from conftest import compose
+    from runner.checks import run_checks
+
+    (tmp_path / "d.jsonl").write_text(json.dumps({"conversations": "just text"}) + "\n")
+    cfg = compose(f"dataset.files={tmp_path / 'd.jsonl'}", "dataset.format=chat",
+                  "dataset.messages_field=conversations",
+                  f"dataset.data_dir={tmp_path / 'prepared'}")
+    problems = run_checks(cfg, 8, for_training=False).problems
+    assert problems and "holds text, not a list of messages" in problems[0]
+    assert "ShareGPT" in problems[0] and "format=text or prompt_response" in problems[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import string
 
-from runner.datasets.user_data import EVAL_SPLIT, MESSAGES, WHERE
+from runner.datasets.user_data import EVAL_SPLIT, WHERE
 
 
 def problems(dataset_cfg, opened, family=None) -> list[str]:
@@ -63,8 +63,12 @@ def _fields(template: str) -> list[str]:
 
 
 def template_problems(key: str, template: str, features) -> list[str]:
+    """A template naming a field the data lacks: typically a dataset group's templates (dolly's
+    {instruction}) over a user's own files; the fix is the key, with the data's own fields."""
+    fields = sorted(k for k in features if k != WHERE)
+    example = f"; set {key} to a template of these, e.g. {key}='{{{fields[0]}}}'" if fields else ""
     return [f"{key}={template!r} names {{{f}}}, which is not a text field of this dataset; "
-            f"fields: {sorted(features)}" for f in _fields(template) if f not in features]
+            f"fields: {fields}{example}" for f in _fields(template) if f not in features]
 
 
 def _missing(opened, name: str, key: str) -> list[str]:
@@ -98,20 +102,37 @@ def _is_chat_feature(feature) -> bool:
             and {"role", "content"} <= set(feature.feature.keys()))
 
 
+def messages_field(dataset_cfg, features) -> str:
+    """dataset.messages_field; left at its default ("messages") on data that has no such field
+    but exactly one field of conversations (ShareGPT's "conversations"), that one: such data
+    needs no key set."""
+    field = dataset_cfg.messages_field
+    if field in features or field != "messages":
+        return field
+    chat_fields = [k for k, v in features.items() if k != WHERE and _is_chat_feature(v)]
+    return chat_fields[0] if len(chat_fields) == 1 else field
+
+
+_SHAPES = ('[{"role": ..., "content": ...}, ...] or ShareGPT\'s '
+           '[{"from": "human"|"gpt"|"system", "value": ...}, ...]')
+
+
 def _chat_field_problems(dataset_cfg, opened, features) -> list[str]:
     from runner.chat import ROLES
 
-    field = dataset_cfg.messages_field
-    if field not in features or not _is_chat_feature(features[field]):
-        chat_fields = [k for k, v in features.items() if _is_chat_feature(v)]
-        return [f"dataset.messages_field={field} is not a field of {opened.label} holding "
-                f"messages ([{{\"role\": ..., \"content\": ...}}, ...]); "
-                + (f"its message fields: {chat_fields}" if chat_fields else
-                   f"it has none (fields: {sorted(features)}); use format=text or "
-                   "prompt_response for such data")]
+    field = messages_field(dataset_cfg, features)
+    chat_fields = [k for k, v in features.items() if _is_chat_feature(v)]
+    if field in features and not _is_chat_feature(features[field]):
+        return [f"dataset.messages_field={field}: that field of {opened.label} holds text, not "
+                f"a list of messages ({_SHAPES}); "
+                + (f"set dataset.messages_field to one that does: {chat_fields}" if chat_fields
+                   else "use format=text or prompt_response for such data")]
+    if field not in features:
+        return [f"dataset.messages_field={field} is not a field of {opened.label}; "
+                + (f"its fields of messages: {chat_fields}" if chat_fields else
+                   f"none of its fields {sorted(features)} holds a list of messages ({_SHAPES});"
+                   " use format=text or prompt_response for such data")]
     found = _missing(opened, field, "dataset.messages_field")
-    if opened.scan is not None and opened.scan.kinds.get(field) != MESSAGES:
-        found.append(f"dataset.messages_field={field} holds text, not messages")
     for role, where in (opened.scan.roles.items() if opened.scan else ()):
         if role not in ROLES:
             found.append(f"{where}: a message has role {role!r}; the chat format takes "
@@ -129,7 +150,7 @@ def _conversation_problems(dataset_cfg, opened, family: str) -> list[str]:
         template = chat.template_for(family, dataset_cfg.chat_template)
     except ValueError as exc:
         return [str(exc)]
-    field = dataset_cfg.messages_field
+    field = messages_field(dataset_cfg, opened.builder.info.features)
     for split in dict.fromkeys(s for s in (dataset_cfg.split, dataset_cfg.eval_split) if s):
         ds = opened.builder.as_dataset(split=split, shuffle_files=False)
         if dataset_cfg.take:

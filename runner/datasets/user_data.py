@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Optional
 from runner.datasets import records as rec
 from runner.errors import UserError
 
-READER_VERSION = "2"  # bump when a change here changes what a prepared copy holds
+READER_VERSION = "3"  # bump when a change here changes what a prepared copy holds
 WHERE = "_where"
 TEXT, MESSAGES = "text", "messages"
 EVAL_SPLIT = "validation"  # the split dataset.eval_files become
@@ -98,10 +98,20 @@ def _reader(paths, formats) -> Callable[[], Iterator]:
     return records
 
 
+# ShareGPT's speakers (Axolotl's and LLaMA-Factory's `conversations` with `from`/`value`) in
+# the chat format's roles; any other speaker is kept, and the role check names it.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}
+
+
 def _message(value, where: str) -> dict:
+    if isinstance(value, dict) and "role" not in value and isinstance(value.get("from"), str):
+        value = {"role": SHAREGPT_ROLES.get(value["from"], value["from"]),
+                 "content": value.get("value")}
     if not isinstance(value, dict) or not isinstance(value.get("role"), str):
         raise UserError(f"{where}: a message must be an object with a string \"role\" and a "
-                        f"\"content\", not {json.dumps(value)[:80]}")
+                        f"\"content\" (or ShareGPT's \"from\" and \"value\"), not "
+                        f"{json.dumps(value)[:80]}")
     content = value.get("content")
     if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]: the text parts
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
@@ -112,8 +122,9 @@ def _message(value, where: str) -> dict:
 
 
 def _is_messages(value) -> bool:
+    """A list of {"role", "content"}, or ShareGPT's {"from", "value"}."""
     return isinstance(value, list) and bool(value) and all(
-        isinstance(v, dict) and "role" in v for v in value)
+        isinstance(v, dict) and ("role" in v or "from" in v) for v in value)
 
 
 def _normalized(record: dict, where: str) -> dict:

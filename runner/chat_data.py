@@ -85,11 +85,11 @@ def token_ids_and_weights(example_messages, tokenizer, template: str, ids: dict)
 
 
 def chat_examples(ds, dataset_cfg, field: str, tokenizer, sequence_length: int):
-    """format=chat: (x, y, sample weight) per conversation (in `field`: see
+    """format=chat: ((x, y, sample weight), length) per conversation (in `field`: see
     runner.datasets.problems.messages_field), packed to sequence_length + 1."""
     import tensorflow as tf
 
-    from runner.data import _packed, fit_to_width
+    from runner.data import fit_to_width
 
     from runner.errors import UserError
 
@@ -104,5 +104,4 @@ def chat_examples(ds, dataset_cfg, field: str, tokenizer, sequence_length: int):
         token_ids, weights = token_ids_and_weights(example[field], tokenizer, template, ids)
         return fit_to_width(token_ids, weights, width, pad)
 
-    ds = ds.map(pack, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return _packed(ds, dataset_cfg.too_long == "drop"), True
+    return ds.map(pack, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), True

@@ -14,6 +14,30 @@ from runner.datasets.opening import label, open_dataset
 from runner.errors import UserError
 
 
+@dataclass(frozen=True)
+class Counts:
+    """What fitting a split's examples to train.sequence_length did to them."""
+    examples: int  # read from the split (after dataset.take)
+    too_long: int  # longer than sequence_length + 1 tokens (start token and targets included)
+    tokens_cut: int  # tokens those examples lost (dataset.too_long=truncate)
+    dropped: int  # examples left out (dataset.too_long=drop): too_long, or 0
+
+    @property
+    def kept(self) -> int:
+        return self.examples - self.dropped
+
+    def line(self, where: str, sequence_length: int) -> str:
+        if not self.too_long:
+            return f"{where}: {self.examples:,} examples, none longer than " \
+                   f"train.sequence_length={sequence_length}"
+        what = (f"dropped (dataset.too_long=drop), {self.kept:,} left" if self.dropped else
+                f"cut to fit, {self.tokens_cut:,} tokens lost (dataset.too_long=drop leaves "
+                "them out instead)")
+        return (f"{where}: {self.examples:,} examples, {self.too_long:,} "
+                f"({self.too_long / self.examples:.1%}) longer than "
+                f"train.sequence_length={sequence_length}: {what}")
+
+
 @dataclass
 class Stream:
     dataset: object  # tf.data.Dataset of (x, y, sample_weight) batches (None: see replay)
@@ -21,15 +45,11 @@ class Stream:
     steps_per_epoch: int
     examples_per_epoch: int
     replay: Optional[Callable[[int], object]] = None  # step -> the batches from it (synthetic)
+    counts: Optional[Counts] = None  # None: synthetic tokens, fitted by construction
 
     def from_step(self, step: int):
         """The batches from `step` on: a resumed run replays the stream to its checkpoint."""
         return self.replay(step) if self.replay is not None else self.dataset.skip(step)
-
-
-def _num_examples(builder, dataset_cfg, split: str) -> int:
-    n = builder.info.splits[split].num_examples  # the split was checked by problems()
-    return min(n, dataset_cfg.take) if dataset_cfg.take else n
 
 
 def _render(template: str, key: str, features):
@@ -53,15 +73,14 @@ def _render(template: str, key: str, features):
 
 
 def _text_examples(ds, dataset_cfg, features, preprocessor, sequence_length: int):
-    """format=text: one field; keras-hub's preprocessor packs it (loss on every real token)."""
+    """format=text: (text, its length in tokens) per example; keras-hub's preprocessor packs the
+    texts of a batch later (loss on every real token). The length, [bos] + tokens + [eos], is
+    what must fit sequence_length + 1."""
     import tensorflow as tf
 
-    field = dataset_cfg.text_field
-    ds = ds.map(lambda ex: ex[field], num_parallel_calls=tf.data.AUTOTUNE)
-    if dataset_cfg.too_long == "drop":
-        tokenizer = preprocessor.tokenizer  # [bos] + tokens + [eos] must fit sequence_length + 1
-        ds = ds.filter(lambda text: tf.shape(tokenizer(text))[0] + 2 <= sequence_length + 1)
-    return ds, False  # not yet packed: the preprocessor runs on batches
+    field, tokenizer = dataset_cfg.text_field, preprocessor.tokenizer
+    return ds.map(lambda ex: (ex[field], tf.shape(tokenizer(ex[field]))[0] + 2),
+                  num_parallel_calls=tf.data.AUTOTUNE), False
 
 
 def _prompt_response_examples(ds, dataset_cfg, features, tokenizer, sequence_length: int):
@@ -76,7 +95,6 @@ def _prompt_response_examples(ds, dataset_cfg, features, tokenizer, sequence_len
     response_of = _render(dataset_cfg.response_template, "dataset.response_template", features)
     bos, eos, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
     width = sequence_length + 1
-    drop = dataset_cfg.too_long == "drop"
     add_eos = bool(dataset_cfg.add_eos)
 
     def pack(example):
@@ -88,12 +106,13 @@ def _prompt_response_examples(ds, dataset_cfg, features, tokenizer, sequence_len
         weights = tf.concat([tf.zeros_like(head, "float32"), tf.ones_like(tail, "float32")], 0)
         return fit_to_width(ids, weights, width, pad)
 
-    return _packed(ds.map(pack, num_parallel_calls=tf.data.AUTOTUNE), drop), True
+    return ds.map(pack, num_parallel_calls=tf.data.AUTOTUNE), True
 
 
 def fit_to_width(ids, weights, width: int, pad: int):
-    """Token ids and their loss weights -> (x, y, sample weight, fits?) at `width` tokens:
-    cut or padded, the targets shifted by one, the weight that of the target token."""
+    """Token ids and their loss weights -> ((x, y, sample weight), length) at `width` tokens:
+    cut or padded, the targets shifted by one, the weight that of the target token; `length` is
+    the example's own, before any cut."""
     import tensorflow as tf
 
     n = tf.shape(ids)[0]
@@ -103,20 +122,32 @@ def fit_to_width(ids, weights, width: int, pad: int):
     weights = tf.pad(weights, [[0, pad_len]])
     mask = tf.range(width) < tf.minimum(n, width)
     x = {"token_ids": ids[:-1], "padding_mask": mask[:-1]}
-    return x, ids[1:], weights[1:], n <= width
+    return (x, ids[1:], weights[1:]), n
 
 
-def _packed(ds, drop: bool):
+def _counted(ds, drop: bool, width: int):
+    """(example, length) pairs -> (the examples, dropping those over `width` if drop; Counts).
+    Counting reads the whole split once: the caller has cached `ds`, so the tokenizing it costs
+    is the first epoch's, done before training instead of during it."""
+    import tensorflow as tf
+
+    lengths = ds.map(lambda example, length: tf.cast(length, "int64"))
+    examples, over, cut = (int(v) for v in lengths.reduce(
+        (tf.constant(0, "int64"), tf.constant(0, "int64"), tf.constant(0, "int64")),
+        lambda acc, n: (acc[0] + 1, acc[1] + tf.cast(n > width, "int64"),
+                        acc[2] + tf.maximum(n - width, 0))))
     if drop:
-        ds = ds.filter(lambda x, y, w, fits: fits)
-    return ds.map(lambda x, y, w, fits: (x, y, w))
+        ds = ds.filter(lambda example, length: length <= width).cache()
+    counts = Counts(examples, over, 0 if drop else cut, over if drop else 0)
+    return ds.map(lambda example, length: example), counts
 
 
 def _examples(opened, dataset_cfg, split, preprocessor, sequence_length):
-    """(dataset of examples ready to batch, already packed?, number of examples)."""
+    """(dataset of examples ready to batch, already packed?, Counts)."""
+    import logging
+
     builder = opened.builder
     ds = builder.as_dataset(split=split, shuffle_files=False)
-    n = _num_examples(builder, dataset_cfg, split)
     if dataset_cfg.take:
         ds = ds.take(dataset_cfg.take)
     features = builder.info.features
@@ -132,13 +163,14 @@ def _examples(opened, dataset_cfg, split, preprocessor, sequence_length):
     else:
         ds, packed = _text_examples(ds, dataset_cfg, features, preprocessor, sequence_length)
     ds = ds.cache()  # tokenized once, reused by every epoch and evaluation
-    if dataset_cfg.too_long == "drop":
-        n = int(ds.reduce(0, lambda count, _: count + 1))  # what is left after dropping
-        if n == 0:
-            raise UserError(f"{opened.label}[{split}] has no example left after dropping those "
-                            f"longer than train.sequence_length={sequence_length}; raise "
-                            "train.sequence_length or set dataset.too_long=truncate")
-    return ds, packed, n
+    ds, counts = _counted(ds, dataset_cfg.too_long == "drop", sequence_length + 1)
+    logging.getLogger(__name__).info("%s", counts.line(f"{opened.label}[{split}]",
+                                                       sequence_length))
+    if counts.kept == 0:
+        raise UserError(f"{opened.label}[{split}] has no example left after dropping those "
+                        f"longer than train.sequence_length={sequence_length}; raise "
+                        "train.sequence_length or set dataset.too_long=truncate")
+    return ds, packed, counts
 
 
 def _text_packer(preprocessor):
@@ -174,8 +206,9 @@ def build(dataset_cfg, preprocessor, batch_size: int, sequence_length: int, epoc
     import tensorflow as tf
 
     opened = open_dataset(dataset_cfg)
-    ds, packed, n = _examples(opened, dataset_cfg, dataset_cfg.split, preprocessor,
-                              sequence_length)
+    ds, packed, counts = _examples(opened, dataset_cfg, dataset_cfg.split, preprocessor,
+                                   sequence_length)
+    n = counts.kept
     steps_per_epoch = n // batch_size
     if steps_per_epoch == 0:
         raise UserError(f"train.batch_size={batch_size} is larger than the {n} usable examples "
@@ -186,7 +219,8 @@ def build(dataset_cfg, preprocessor, batch_size: int, sequence_length: int, epoc
     ds = ds.shuffle(min(dataset_cfg.shuffle_buffer, n), seed=seed, reshuffle_each_iteration=True)
     ds = _batched(ds.repeat(epochs), packed, preprocessor, batch_size)
     ds = ds.take(steps).prefetch(tf.data.AUTOTUNE)
-    return Stream(dataset=ds, steps=steps, steps_per_epoch=steps_per_epoch, examples_per_epoch=n)
+    return Stream(dataset=ds, steps=steps, steps_per_epoch=steps_per_epoch, examples_per_epoch=n,
+                  counts=counts)
 
 
 def build_eval(dataset_cfg, preprocessor, batch_size: int, sequence_length: int,
@@ -195,8 +229,9 @@ def build_eval(dataset_cfg, preprocessor, batch_size: int, sequence_length: int,
     import tensorflow as tf
 
     opened = open_dataset(dataset_cfg)
-    ds, packed, n = _examples(opened, dataset_cfg, dataset_cfg.eval_split, preprocessor,
-                              sequence_length)
+    ds, packed, counts = _examples(opened, dataset_cfg, dataset_cfg.eval_split, preprocessor,
+                                   sequence_length)
+    n = counts.kept
     steps = n // batch_size
     if max_batches:
         steps = min(steps, max_batches)
@@ -205,4 +240,4 @@ def build_eval(dataset_cfg, preprocessor, batch_size: int, sequence_length: int,
                         f"fewer than one batch of train.batch_size={batch_size}")
     ds = _batched(ds, packed, preprocessor, batch_size).take(steps).cache()
     return Stream(dataset=ds.prefetch(tf.data.AUTOTUNE), steps=steps, steps_per_epoch=steps,
-                  examples_per_epoch=n)
+                  examples_per_epoch=n, counts=counts)

@@ -126,7 +126,7 @@ def _train(cfg, decided: Decided, built: Built, stops: StopRequests, run_name, g
         fitted = fit(cfg, decided, built, start, tracker, stops, prompts, before)
         summary = finish(cfg, decided, built, start, fitted, tracker)
     except Stopped as stop:
-        summary = _stopped_summary(cfg, decided, start, stop)
+        summary = {**_stopped_summary(cfg, decided, start, stop), **_data_summary(cfg, built)}
         if tracker is not None:
             tracker.summary(summary)
             if stop.request.status == "preempted":
@@ -271,8 +271,19 @@ def resume(cfg, decided: Decided, built: Built) -> Start:
     if decided.primary:
         folder.truncate_after(start.step)
         folder.write_summary({**_start_summary(cfg, start),
-                              **_plan_summary(decided.plan, decided.memory)})
+                              **_plan_summary(decided.plan, decided.memory),
+                              **_data_summary(cfg, built)})
     return start
+
+
+def _data_summary(cfg, built: Built) -> dict:
+    """Per split: examples read, how many were longer than train.sequence_length, the tokens
+    cut from them or how many were dropped (runner.data.Counts)."""
+    found = {cfg.dataset.split: built.stream.counts}
+    if built.eval_stream is not None:
+        found[cfg.dataset.eval_split] = built.eval_stream.counts
+    return {"data": {split: {**dataclasses.asdict(c), "kept": c.kept}
+                     for split, c in found.items() if c is not None}}
 
 
 def _restore_newest_good(decided: Decided, built: Built, or_restart: bool) -> Start:
@@ -464,6 +475,7 @@ def finish(cfg, decided: Decided, built: Built, start: Start, fitted: Fitted,
     for prompt, before, after in fitted.samples:
         log.info("sample %r\n  before: %r\n  after:  %r", prompt, before, after)
     summary = {**_start_summary(cfg, start), **_plan_summary(decided.plan, decided.memory),
+               **_data_summary(cfg, built),
                "tokens_per_step": _tokens_per_step(cfg), "flops_per_step": fitted.flops_per_step,
                **({"peak_flops": fitted.peak_flops} if fitted.flops_per_step else {}),
                **results(fitted, built.stream, decided.started),

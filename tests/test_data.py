@@ -71,3 +71,42 @@ def test_split_slicing_and_take(preprocessor):
     assert sliced.examples_per_epoch == 400 and sliced.steps_per_epoch == 100
     taken, _ = _first_batch(compose("dataset.take=40"), preprocessor)
     assert taken.examples_per_epoch == 40 and taken.steps == 10
+
+
+@pytest.mark.parametrize("fmt", ["text", "prompt_response", "chat"])
+def test_examples_longer_than_the_sequence_are_counted_per_split(preprocessor, tmp_path, fmt):
+    """One 2,000-word line among short ones: truncate says how many tokens it lost, drop how
+    many examples it left out; the eval split is counted on its own."""
+    import json
+
+    long_text = " ".join(["the film was good"] * 500)
+    short = ["a good film", "the river town", "I liked it", "a quiet lake"] * 2
+    if fmt == "text":
+        records, overrides = [{"text": t} for t in short + [long_text]], []
+    elif fmt == "prompt_response":
+        records = [{"q": "Say:", "a": t} for t in short + [long_text]]
+        overrides = ["dataset.format=prompt_response", "dataset.prompt_template='{q}'",
+                     "dataset.response_template='{a}'"]
+    else:
+        records = [{"messages": [{"role": "user", "content": "Say:"},
+                                 {"role": "assistant", "content": t}]} for t in short + [long_text]]
+        overrides = ["dataset.format=chat"]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:4]))
+    from runner import data
+
+    files = [f"dataset.files={tmp_path / 'train.jsonl'}", f"dataset.eval_files={tmp_path / 'dev.jsonl'}",
+             "dataset.eval_split=validation", f"dataset.data_dir={tmp_path / 'prepared'}"]
+    preprocessor.sequence_length = 32
+    cut = data.build(compose(*files, *overrides).dataset, preprocessor, 4, 32, 1, None, 0)
+    assert (cut.counts.examples, cut.counts.too_long, cut.counts.dropped) == (9, 1, 0)
+    tokens = len(np.asarray(preprocessor.tokenizer(long_text)))
+    assert tokens > 1000 and tokens - 33 <= cut.counts.tokens_cut <= tokens  # all but a window
+    assert "1 (11.1%) longer than train.sequence_length=32: cut to fit" in \
+        cut.counts.line("x", 32)
+    dropped = data.build(compose(*files, *overrides, "dataset.too_long=drop").dataset,
+                         preprocessor, 4, 32, 1, None, 0)
+    assert (dropped.counts.too_long, dropped.counts.dropped, dropped.counts.kept) == (1, 1, 8)
+    assert dropped.examples_per_epoch == 8
+    held_out = data.build_eval(compose(*files, *overrides).dataset, preprocessor, 4, 32, None)
+    assert (held_out.counts.examples, held_out.counts.too_long) == (4, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import keras
@@ -14,7 +15,10 @@ log = logging.getLogger(__name__)
 
 
 class StepLogger(keras.callbacks.Callback):
-    """Token loss, accuracy, learning rate and tokens/s, every `log_every` steps and at the end.
+    """Every `log_every` steps and at the end, over the steps since the last record: the loss and
+    accuracy over all their real target tokens (token-weighted means, not the last batch's),
+    their tokens and tokens/s; and the last step's own loss (step_loss) and the learning rate.
+    metrics.jsonl, W&B and the summary's first/final/best loss all hold these same records.
 
     It never touches `self.model`: under JAX that would sync the training state every step.
     """
@@ -25,27 +29,30 @@ class StepLogger(keras.callbacks.Callback):
         self.tracker, self.optimizer_cfg = tracker, optimizer_cfg
         self.log_every, self.total_steps, self.start_step = log_every, total_steps, start_step
         self.flops_per_step = flops_per_step
-        self.losses: list[float] = []
+        self.losses: list[float] = []  # every logged record's loss, in order
+        self.steps = start_step  # the last step trained
+        self.interval = _EMPTY.copy()  # sums over the steps since the last record
         self.tokens_per_s: list[float] = []
         self.step_times: list[float] = []  # steady-state intervals only
-        self.tokens = 0.0
         self.first_step_at = None  # wall clock (time.time()) when the first step ended
 
     def state(self) -> dict:
-        return {"losses": self.losses, "tokens_per_s": self.tokens_per_s, "tokens": self.tokens}
+        return {"losses": self.losses, "tokens_per_s": self.tokens_per_s,
+                "interval": self.interval, "steps": self.steps}
 
     def load_state(self, state: dict) -> None:
         self.losses, self.tokens_per_s = list(state["losses"]), list(state["tokens_per_s"])
-        self.tokens = state["tokens"]
+        self.interval, self.steps = dict(state["interval"]), int(state["steps"])
 
     def on_train_begin(self, logs=None):
         self.last_time, self.first_interval, self.steps_in_interval = \
             time.perf_counter(), True, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        step = self.start_step + batch + 1
-        self.tokens += float(logs["tokens"])
-        self.losses.append(float(logs["token_loss"]))
+        step = self.steps = self.start_step + batch + 1
+        for key, name in (("loss_sum", "step_loss_sum"), ("tokens", "tokens"),
+                          ("correct", "correct")):
+            self.interval[key] += float(logs[name])
         self.steps_in_interval += 1
         if self.first_step_at is None:
             self.first_step_at = time.time()
@@ -53,22 +60,31 @@ class StepLogger(keras.callbacks.Callback):
             return
         now = time.perf_counter()
         step_time = (now - self.last_time) / self.steps_in_interval
-        tps = self.tokens / (now - self.last_time)
+        tokens = self.interval["tokens"]
+        tps = tokens / (now - self.last_time)
         timing = {"tokens_per_s": tps, "step_time_s": step_time,
                   "model_flops_per_s": self.flops_per_step / step_time}
         if not self.first_interval:  # the first interval of a process includes compilation
             self.tokens_per_s.append(tps)
             self.step_times.append(step_time)
         self.first_interval = False
-        record = {"loss": logs["token_loss"], "accuracy": logs["accuracy"],
+        mean = (lambda total: total / tokens) if tokens else (lambda total: math.nan)
+        record = {"loss": mean(self.interval["loss_sum"]),
+                  "accuracy": mean(self.interval["correct"]),
+                  "step_loss": float(logs["token_loss"]),
                   "learning_rate": optim.learning_rate_at(self.optimizer_cfg, step - 1,
                                                           self.total_steps),
-                  "tokens": self.tokens}
+                  "tokens": tokens}
+        self.losses.append(record["loss"])
         self.tracker.log(record, step=step, timing=timing)
         log.info("step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.0f tok/s  %.1f GFLOP/s", step,
                  self.total_steps, record["loss"], record["accuracy"], record["learning_rate"],
                  tps, timing["model_flops_per_s"] / 1e9)
-        self.last_time, self.tokens, self.steps_in_interval = time.perf_counter(), 0.0, 0
+        self.last_time, self.interval, self.steps_in_interval = \
+            time.perf_counter(), _EMPTY.copy(), 0
+
+
+_EMPTY = {"loss_sum": 0.0, "tokens": 0.0, "correct": 0.0}
 
 
 class Evaluator(keras.callbacks.Callback):
@@ -94,8 +110,8 @@ class Evaluator(keras.callbacks.Callback):
         # `self.model` syncs the JAX training state into the variables before evaluating.
         result = flat(self.model.evaluate(self.stream.dataset, steps=self.stream.steps,
                                           verbose=0, return_dict=True))
-        record = {"eval_loss": float(result["mean_token_loss"]),
-                  "eval_accuracy": float(result["accuracy"])}
+        record = {"eval_loss": float(result["mean_token_loss"]),  # over the whole eval set
+                  "eval_accuracy": float(result["mean_accuracy"])}
         self.history.append((step, record["eval_loss"]))
         self.tracker.log(record, step=step)
         log.info("step %d/%d  eval loss %.4f  acc %.3f  (%.1fs)", step, self.total_steps,

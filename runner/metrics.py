@@ -2,7 +2,8 @@
 
 Keras reports `loss` as a running mean over the epoch, and its default reduction averages over
 padding. This metric gives what a loss curve, a tokens/s figure and an honest eval loss need,
-over real (non-zero sample weight) tokens only.
+over real (non-zero sample weight) tokens only; runner.callbacks.StepLogger turns the per-step
+sums into each log interval's token-weighted means.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ NAME = "token_metrics"
 
 
 class TokenMetrics(keras.metrics.Metric):
-    """One cross-entropy pass, three figures (result() is a dict; Keras flattens it into logs):
-    - token_loss: the latest step's loss, averaged over its real tokens;
-    - tokens: the latest step's real target tokens;
-    - mean_token_loss: averaged over every real token since the last reset (over a whole
-      evaluation, the token-level eval loss).
+    """One pass over the logits, every figure a run reports (result() is a dict; Keras flattens
+    it into logs), over real target tokens only:
+    - step_loss_sum, tokens, correct: the latest step's summed cross-entropy, its real target
+      tokens, and how many of them the argmax predicts (the host sums them per log interval);
+    - token_loss: the latest step's mean loss (step_loss_sum / tokens);
+    - mean_token_loss, mean_accuracy: over every real token since the last reset (over a whole
+      evaluation: the eval loss and accuracy).
 
-    One metric rather than three: XLA merges neither separate metrics' cross-entropies nor their
-    cross-device sums, so three metrics cost three passes over batch x length x vocabulary and
-    extra collectives in every step (benchmarks/run.py compares the compiled steps).
+    One metric rather than several: XLA merges neither separate metrics' passes over batch x
+    length x vocabulary nor their cross-device sums, so each metric costs a pass and extra
+    collectives in every step (benchmarks/run.py compares the compiled steps).
     """
 
     def __init__(self, name=NAME, **kwargs):
@@ -30,23 +33,34 @@ class TokenMetrics(keras.metrics.Metric):
         zeros = dict(shape=(), initializer="zeros")
         self.step_total = self.add_variable(name="step_total", **zeros)
         self.step_count = self.add_variable(name="step_count", **zeros)
+        self.step_correct = self.add_variable(name="step_correct", **zeros)
         self.total = self.add_variable(name="total", **zeros)
         self.count = self.add_variable(name="count", **zeros)
+        self.correct = self.add_variable(name="correct", **zeros)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        ce = ops.sparse_categorical_crossentropy(y_true, ops.cast(y_pred, "float32"),
-                                                 from_logits=True)
+        logits = ops.cast(y_pred, "float32")
+        ce = ops.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
         w = ops.ones_like(ce) if sample_weight is None else ops.cast(sample_weight, ce.dtype)
-        step_total, step_count = ops.sum(ce * w), ops.sum(w)
+        hit = ops.cast(ops.equal(ops.argmax(logits, axis=-1), ops.cast(y_true, "int32")),
+                       ce.dtype)
+        step_total, step_count, step_correct = ops.sum(ce * w), ops.sum(w), ops.sum(hit * w)
         self.step_total.assign(step_total)  # assign, not add: this step only
         self.step_count.assign(step_count)
+        self.step_correct.assign(step_correct)
         self.total.assign_add(step_total)
         self.count.assign_add(step_count)
+        self.correct.assign_add(step_correct)
 
     def result(self):
+        count = ops.maximum(self.count, 1.0)
+        # jit cannot return a Variable: convert_to_tensor
         return {"token_loss": self.step_total / ops.maximum(self.step_count, 1.0),
-                "tokens": ops.convert_to_tensor(self.step_count),  # jit cannot return a Variable
-                "mean_token_loss": self.total / ops.maximum(self.count, 1.0)}
+                "step_loss_sum": ops.convert_to_tensor(self.step_total),
+                "tokens": ops.convert_to_tensor(self.step_count),
+                "correct": ops.convert_to_tensor(self.step_correct),
+                "mean_token_loss": self.total / count,
+                "mean_accuracy": self.correct / count}
 
 
 def flat(logs: dict) -> dict:

@@ -497,8 +497,8 @@ def results(fitted: Fitted, stream: data.Stream, started: float) -> dict:
     evals = [loss for _, loss in fitted.evaluator.history] if fitted.evaluator else []
     extra = {"final_eval_loss": evals[-1], "best_eval_loss": min(evals)} if evals else {}
     return {**extra,
-            "steps": len(losses),
-            "epochs": len(losses) / stream.steps_per_epoch,
+            "steps": logger.steps,
+            "epochs": logger.steps / stream.steps_per_epoch,
             "first_loss": losses[0],
             "final_loss": losses[-1],
             "best_loss": min(losses),

@@ -64,6 +64,31 @@ def test_loss_falls_and_is_logged_every_interval(default_run):
     assert 0 < summary["trainable_params"] < summary["total_params"] / 10  # LoRA only
 
 
+def test_each_record_is_the_token_weighted_mean_of_its_interval(default_run, tmp_path):
+    """The same run logged every step gives each step's own loss, accuracy and tokens; every
+    5-step record of the default run is their token-weighted mean over those 5 steps, its
+    step_loss the last step's loss, and the summary's losses are records' losses."""
+    proc = run_cli("train.steps=10", "train.log_every=1", "generate.prompts=[]",
+                   "tracking.mode=disabled", "hydra.run.dir=each", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = RunDir(tmp_path / "each").metrics()
+    assert [r["step"] for r in steps] == list(range(1, 11))
+    rows = RunDir(default_run[0]).metrics()
+    for row, interval in zip(rows[:2], (steps[:5], steps[5:10])):
+        tokens = sum(r["tokens"] for r in interval)
+        assert row["tokens"] == tokens
+        assert row["loss"] == pytest.approx(
+            sum(r["loss"] * r["tokens"] for r in interval) / tokens, rel=1e-6)
+        assert row["accuracy"] == pytest.approx(
+            sum(r["accuracy"] * r["tokens"] for r in interval) / tokens, rel=1e-6)
+        assert row["step_loss"] == pytest.approx(interval[-1]["loss"], rel=1e-6)
+        assert row["loss"] != pytest.approx(row["step_loss"], rel=1e-4)  # not the last batch
+    summary = RunDir(default_run[0]).summary()
+    losses = [r["loss"] for r in rows]
+    assert (summary["first_loss"], summary["final_loss"], summary["best_loss"]) == (
+        losses[0], losses[-1], min(losses))
+
+
 def test_sharding_tsv_splits_weights_on_the_model_axis(default_run):
     run_dir, _ = default_run
     with open(run_dir / "sharding.tsv") as f:

@@ -21,10 +21,14 @@ def test_token_metrics_ignore_padding():
     first = {k: float(v) for k, v in flat({"m": metric.result()}).items()}
     assert first["token_loss"] == pytest.approx(masked, rel=1e-5)
     assert first["tokens"] == 7
+    assert first["step_loss_sum"] == pytest.approx((nll * mask).sum(), rel=1e-5)
+    hit = (logits.argmax(-1) == labels).astype("float32")
+    assert first["correct"] == (hit * mask).sum()
     metric.update_state(labels, logits, np.ones_like(mask))  # token_loss/tokens: latest step only
     second = {k: float(v) for k, v in metric.result().items()}
     assert second["token_loss"] == pytest.approx(nll.mean(), rel=1e-5)
-    assert second["tokens"] == 10
-    # ...mean_token_loss: every token since the reset, each weighted once (7 + 10 tokens)
+    assert second["tokens"] == 10 and second["correct"] == hit.sum()
+    # ...mean_token_loss, mean_accuracy: every token since the reset, each once (7 + 10 tokens)
     assert second["mean_token_loss"] == pytest.approx(
         ((nll * mask).sum() + nll.sum()) / 17, rel=1e-5)
+    assert second["mean_accuracy"] == pytest.approx(((hit * mask).sum() + hit.sum()) / 17)

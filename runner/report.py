@@ -78,12 +78,50 @@ def _as_number(value: str):
         return None
 
 
+def log_scale(key: str, numbers) -> bool:
+    """Sweeps of scales (learning rates above all) are laid out in powers: a log axis when the
+    values are positive and a learning rate, or span a factor of 3 or more."""
+    positive = [n for n in numbers if n > 0]
+    if len(positive) < len(numbers) or len(set(positive)) < 2:
+        return False
+    return "learning_rate" in key or key.endswith("lr") or max(positive) / min(positive) >= 3
+
+
+def _value_axis(ax, key: str, numbers) -> None:
+    """The swept values themselves as ticks, printed short (1e-4 as 0.0001, never
+    0.00100000...): readable where matplotlib's own labels ran into each other."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    if log_scale(key, numbers):
+        ax.set_xscale("log")
+    distinct = sorted(set(numbers))
+    if len(distinct) <= 8:
+        ax.xaxis.set_major_locator(FixedLocator(distinct))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    for label in ax.get_xticklabels():
+        label.set_rotation(30)
+        label.set_horizontalalignment("right")
+
+
 def draw(folder: Path, swept: list[str], rows: list[dict]) -> Path:
-    """Loss curves per job, and the final loss against each swept value."""
+    """report.png: loss curves per job, and the final loss against each swept value."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(folder, swept, rows)
+    path = folder / "report.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def figure(folder: Path, swept: list[str], rows: list[dict]):
+    """The report's matplotlib figure (draw() saves it)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = 1 + len(swept)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
@@ -98,6 +136,7 @@ def draw(folder: Path, swept: list[str], rows: list[dict]) -> Path:
             curves.plot(*zip(*points), label=label, color=color[id(row)],
                         linestyle="-" if row["status"] == "finished" else ":")
     curves.set(title="training loss", xlabel="step", ylabel="token loss")
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     if len(rows) <= 12:
         curves.legend(fontsize=7)
     finished = [r for r in rows if r["status"] == "finished"]
@@ -108,8 +147,7 @@ def draw(folder: Path, swept: list[str], rows: list[dict]) -> Path:
         colors = [color[id(r)] for r in finished]
         if numbers and all(n is not None for n in numbers):
             ax.scatter(numbers, losses, c=colors)
-            if min(numbers) > 0 and max(numbers) / min(numbers) >= 10:
-                ax.set_xscale("log")
+            _value_axis(ax, key, numbers)
         else:
             labels = sorted(set(values))
             ax.scatter([labels.index(v) for v in values], losses, c=colors)
@@ -117,10 +155,7 @@ def draw(folder: Path, swept: list[str], rows: list[dict]) -> Path:
         ax.set(title=f"final loss by {key}", xlabel=key, ylabel="final token loss")
     fig.suptitle(str(folder.resolve()), fontsize=8)
     fig.tight_layout()
-    path = folder / "report.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 @startup.command

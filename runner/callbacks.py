@@ -47,6 +47,7 @@ class StepLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.last_time, self.first_interval, self.steps_in_interval = \
             time.perf_counter(), True, 0
+        self.began = self.last_line = self.last_time
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.steps = self.start_step + batch + 1
@@ -56,6 +57,11 @@ class StepLogger(keras.callbacks.Callback):
         self.steps_in_interval += 1
         if self.first_step_at is None:
             self.first_step_at = time.time()
+            self.last_line = time.perf_counter()
+            log.info("step %d done %.1fs after training began (compiling the step included)",
+                     step, self.last_line - self.began)
+        elif step % self.log_every and step != self.total_steps:
+            self._progress(step)
         if step % self.log_every and step != self.total_steps:
             return
         now = time.perf_counter()
@@ -82,8 +88,21 @@ class StepLogger(keras.callbacks.Callback):
                  tps, timing["model_flops_per_s"] / 1e9)
         self.last_time, self.interval, self.steps_in_interval = \
             time.perf_counter(), _EMPTY.copy(), 0
+        self.last_line = self.last_time
+
+    def _progress(self, step: int) -> None:
+        """A line at least every PROGRESS_S seconds between records, so slow steps (a large
+        model, a log_every of 100) never leave the log silent for minutes."""
+        now = time.perf_counter()
+        if now - self.last_line < PROGRESS_S:
+            return
+        log.info("step %d/%d  %.1fs/step  (next record at step %d)", step, self.total_steps,
+                 (now - self.last_time) / self.steps_in_interval,
+                 min(self.total_steps, step + self.log_every - step % self.log_every))
+        self.last_line = now
 
 
+PROGRESS_S = 10.0
 _EMPTY = {"loss_sum": 0.0, "tokens": 0.0, "correct": 0.0}
 
 

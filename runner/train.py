@@ -119,6 +119,8 @@ def _train(cfg, decided: Decided, built: Built, stops: StopRequests, run_name, g
     start, tracker, summary = Start(), None, {}
     try:
         stops.stop_now(decided.process_count, decided.claim.start_step)  # asked while loading
+        if prompts:
+            _phase(decided.started, f"sampling {len(prompts)} prompts before training")
         before = generation.generate(lm, prompts, cfg.generate.max_length,
                                      decided.batch_axis_size)
         start = resume(cfg, decided, built)
@@ -166,6 +168,8 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
     import keras
 
     primary = jax.process_index() == 0
+    _phase(started, "checking the config, the preset and the data (data not prepared yet is "
+                    "prepared now)")
     if claim.state == "restart":
         log.info("%s holds this run, cut before its first checkpoint: starting over",
                  folder.path)
@@ -176,6 +180,7 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
     keras.utils.set_random_seed(cfg.seed)
     devices = tuple(keras.distribution.list_devices())
     checks.run_checks(cfg, len(devices), jax.process_count()).raise_first()
+    _phase(started, "planning the sharding")
     the_plan, rules = make_plan(cfg, len(devices))
     the_plan.check()
     memory = estimate_memory(cfg, the_plan)
@@ -188,6 +193,12 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
                    process_count=jax.process_count(), devices=devices, plan=the_plan,
                    rules=tuple(rules), memory=memory,
                    batch_axis_size=the_plan.axis_sizes[cfg.mesh.batch_axis], started=started)
+
+
+def _phase(started: float, what: str) -> None:
+    """One line as a long phase begins, with the seconds since the run began: no stage is
+    silent for long (loading a 7B model, compiling its step)."""
+    log.info("%s  [%.0fs]", what, time.time() - started)
 
 
 def _start_summary(cfg, start: Start) -> dict:
@@ -216,6 +227,7 @@ def build(cfg, decided: Decided) -> Built:
 
     import numpy as np
 
+    _phase(decided.started, "building the data pipeline")
     preprocessor, stream, eval_stream = build_data(cfg, decided.plan)  # data mistakes: seconds
     # Seeded again here: preparing a dataset (TFDS, the first time) draws from Python's random
     # generator, from which Keras's unseeded initializers (LoRA's A, random weights) take their
@@ -224,6 +236,8 @@ def build(cfg, decided: Decided) -> Built:
     # tf.data pipeline's SentencePiece resource.
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
+    _phase(decided.started, "building the model (random weights)" if model.random_weights(
+        cfg.model) else f"loading the model ({cfg.model.preset})")
     causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
                                       preprocessor, cfg.train.remat)
     optimizer = optim.build_optimizer(cfg.optimizer, stream.steps)
@@ -432,6 +446,8 @@ def fit(cfg, decided: Decided, built: Built, start: Start, tracker: Tracker,
 
     fit_method = lm.fit if stream.replay is None else functools.partial(keras.Model.fit, lm)
     if stream.steps > start.step:
+        _phase(decided.started, f"training: compiling the train step, then steps "
+                                f"{start.step + 1}-{stream.steps}")
         fit_method(stream.from_step(start.step), epochs=1,
                    steps_per_epoch=stream.steps - start.step,
                    callbacks=[*stateful.values(), saver], verbose=0, shuffle=False)
@@ -446,6 +462,8 @@ def fit(cfg, decided: Decided, built: Built, start: Start, tracker: Tracker,
     train_seconds = time.time() - began
     peak = flops.peak_matmul_flops() if flops_per_step else 0.0
     lm.preprocessor = built.preprocessor
+    if prompts:
+        _phase(decided.started, f"sampling {len(prompts)} prompts after training")
     after = generation.generate(lm, prompts, cfg.generate.max_length, decided.batch_axis_size)
     return Fitted(logger, stateful.get("evaluator"), tuple(zip(prompts, before, after)),
                   train_seconds, flops_per_step, peak)
@@ -528,10 +546,12 @@ def save_artifacts(cfg, decided: Decided, built: Built) -> dict:
                                             decided.batch_axis_size)
         if not decided.primary:
             return saved
+        _phase(decided.started, "saving the adapter")
         saved["adapter"] = str(adapters.save(lm, decided.folder, probe))
         log.info("adapter saved: %s (reload: python -m runner.generate %s)", saved["adapter"],
                  decided.folder.path)
     if cfg.train.save_merged_preset:
+        _phase(decided.started, "saving the merged preset")
         base = model.build_causal_lm(cfg.model, OmegaConf.create({"rank": 0}), cfg.quant,
                                      cfg.train.precision)
         out = adapters.save_merged_preset(lm, base, decided.folder / MERGED,
@@ -541,6 +561,7 @@ def save_artifacts(cfg, decided: Decided, built: Built) -> dict:
     if cfg.train.export_hf and decided.primary:
         from runner.export.run import live_source, write
 
+        _phase(decided.started, "exporting Hugging Face folders")
         saved["export"] = write(decided.folder, live_source(cfg, lm))
         log.info("exported: %s", ", ".join(f"{k} {v}" for k, v in saved["export"].items()))
     return saved

@@ -106,6 +106,7 @@ def _write_adapter(final: Path, source: Source, ports, base: str) -> Path:
 
 def export(folder: RunDir) -> dict:
     """Write a finished run's export folders; returns {kind: path}."""
+    log.info("loading the run's model and its trained weights from %s", folder.path)
     return write(folder, load_source(folder))
 
 
@@ -126,14 +127,17 @@ def write(folder: RunDir, source: Source) -> dict:
     config = _hf_config(source)
     ports = converter_ports(source.described.family, source.described.numbers, config)
     backbone = source.causal_lm.backbone
+    log.info("writing %s (the trained model, LoRA merged in)", root / EXPORT_MERGED)
     written = {"merged": _write_model(root / EXPORT_MERGED, source, config,
                                       weights.state_dict(backbone, ports))}
     if source.cfg.lora.rank > 0:
         if source.described.kind == TRANSFORMERS:
             base = source.described.location
         else:
+            log.info("writing %s (the base the adapter applies to)", root / EXPORT_BASE)
             base_tensors = weights.state_dict(backbone, ports, merged=False)
             base = str(_write_model(root / EXPORT_BASE, source, config, base_tensors))
             written["base"] = base
+        log.info("writing %s (the LoRA adapter, PEFT's format)", root / EXPORT_ADAPTER)
         written["adapter"] = _write_adapter(root / EXPORT_ADAPTER, source, ports, base)
     return {kind: str(path) for kind, path in written.items()}

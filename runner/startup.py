@@ -7,6 +7,7 @@ runner.report, runner.export): the only module that sets process-wide state.
 - `command(main)`: a user's mistake (UserError, or a compose error) ends as one `error:` line
   on stderr and exit code 2; anything else is a bug and keeps its stack trace. HYDRA_FULL_ERROR=1
   shows the stack trace of a mistake too.
+- every command filters library noise off stderr (runner.noise; RUNNER_LIBRARY_LOGS=1 keeps it).
 - `Preflight`: a Hydra callback that checks every value against its domain and the run folder
   before Hydra creates it, so a bad value leaves no folder at all.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from runner import noise
 from runner.errors import UserError
 
 log = logging.getLogger("runner")
@@ -63,6 +65,7 @@ def start(cfg, join_program: bool = True) -> None:
     """Everything process-wide a command needs, from the (validated) config. join_program:
     commands that train join the multi-process program `distributed` describes, before any
     device query; planning, sampling and exporting run in one process."""
+    noise.install()  # already done by the CLI; a submitit job's process starts here
     set_process_environment(cfg.cpu_devices)
     quiet_library_loggers()
     use_compilation_cache(cfg.compilation_cache_dir)
@@ -99,6 +102,7 @@ def command(main):
 
         from runner.stopping import Stopped
 
+        noise.install()
         try:
             return main(*args, **kwargs)
         except Stopped as stop:  # runner.rerun's run, stopped by a signal: the log said why
@@ -116,6 +120,7 @@ def command(main):
 def hydra_cli(hydra_main) -> None:
     """Run a @hydra.main function as `python -m runner` does: compose errors (unknown key, wrong
     type, unknown group option) become one `error:` line and exit 2, like the runner's checks."""
+    noise.install()  # before anything loads TensorFlow
     from runner.config import is_compose_error, register_configs
 
     register_configs()

@@ -98,6 +98,8 @@ def test_runner_checks(workdir, overrides, words):
     _check_one_clear_line(proc, words)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, proc.stderr
+    # TensorFlow, absl and CUDA probes print nothing before it (runner.noise)
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == lines, proc.stderr
     run_dir = workdir / "run"
     summary = RunDir(run_dir).summary()
     assert summary["status"] == "failed" and summary["error"] in lines[0]
@@ -129,3 +131,16 @@ def test_a_used_run_folder_is_never_overwritten(workdir):
     assert other.returncode == 2 and "holds a run of another config" in other.stderr
     assert RunDir(run_dir).summary() == {"status": "finished"}
     assert (run_dir / "resolved_config.yaml").read_text() == "name: another\n"
+
+@pytest.mark.parametrize("module,args,words", [
+    ("runner.plan", ["+optimizer.learnin_rate=1"], "optimizer.learnin_rate is not a key"),
+    ("runner.export", ["no_run"], "not a run folder"),
+    ("runner.generate", ["no_run"], "not a run folder"),
+    ("runner.rerun", ["no_run"], "not a run folder"),
+    ("runner.report", ["no_run"], "is not a folder"),
+])
+def test_every_command_ends_a_mistake_with_its_error_line_alone(workdir, module, args, words):
+    proc = run_cli(*args, cwd=workdir, module=module, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], proc.stderr

@@ -10,6 +10,7 @@ what each record lacks, chat roles), so the check stage can name a file and line
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,8 +88,25 @@ def _catalog_builder(dataset_cfg, download: bool):
             if not download:
                 return None
             _check_can_download(dataset_cfg, builder)
-        builder.download_and_prepare()
+        with _preparing(builder):  # another process may have prepared it meanwhile
+            builder = tfds.builder(dataset_cfg.name, data_dir=data_dir)
+            if not builder.is_prepared():
+                builder.download_and_prepare()
     return builder
+
+
+@contextlib.contextmanager
+def _preparing(builder):
+    """One process at a time prepares a dataset in a data folder: the processes of a
+    multi-process run (or concurrent sweep jobs) all find it missing, and TFDS's own rename of
+    its temporary folder fails for every one but the first."""
+    import fcntl
+
+    root = Path(builder.data_dir).parent.parent  # <data_dir>/<name>/<version>
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{builder.name}.prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _check_can_download(dataset_cfg, builder) -> None:

@@ -135,71 +135,105 @@ ENUM = Choice()  # OmegaConf checks an enum's choices at compose time
 class ModelConfig:
     # keras-hub preset name, hf://org/name, kaggle://org/model/keras/variant, a local preset
     # directory, or the name of a preset shipped in runner/assets/presets.
-    preset: str = key(MISSING, Text())
+    preset: str = key(MISSING, Text(),
+        help=("the base model: a keras-hub preset name, hf://org/name, kaggle://..., a local "
+              "keras-hub or Hugging Face folder, or a shipped preset"))
     # The keras-hub backbone family (runner/families.py) and its constructor numbers for a
     # known preset: checked against the preset's own config when it loads, and used to plan
     # the sharding when the preset cannot be read (offline, not downloaded yet).
-    family: Optional[str] = key(None, Choice(_families))
+    family: Optional[str] = key(None, Choice(_families),
+        help=("the keras-hub family (gemma, gemma3, llama3, mistral, qwen2, qwen3); null: read "
+              "from the preset"))
     architecture: Optional[Dict[str, Any]] = key(None, Mapping(
         "a mapping of the backbone's constructor arguments to positive numbers, flags or names",
-        _architecture_value, (("rope_max_wavelength", "0"), ("extra", "[1]"))))
+        _architecture_value, (("rope_max_wavelength", "0"), ("extra", "[1]"))),
+        help=("the backbone's constructor numbers, to plan a preset that cannot be read here; "
+              "checked against the preset when it loads"))
     # random: the architecture with seeded random weights (benchmarks, sizing, smoke runs of a
     # real-size model where the weights cannot be had); the preset's tokenizer when it can be
     # read here, else the shipped one
-    weights: Weights = key(Weights.preset, ENUM)
+    weights: Weights = key(Weights.preset, ENUM,
+        help=("preset: the preset's weights; random: its architecture with seeded random weights "
+              "(sizing, benchmarks)"))
 
 
 @dataclass
 class MeshConfig:
-    shape: List[int] = key([2, 4], MeshShape())  # one entry may be -1
-    axis_names: List[str] = key(["batch", "model"], ListOf(Text(), non_empty=True, unique=True))
-    batch_axis: str = key("batch", Text())  # the axis the global batch is split along
-    model_axis: str = key("model", Text())  # the axis the family's layout map splits weights on
+    shape: List[int] = key([2, 4], MeshShape(),
+        help=("devices along each mesh axis; one entry may be -1 (all remaining devices)"))
+    axis_names: List[str] = key(["batch", "model"], ListOf(Text(), non_empty=True, unique=True),
+        help="a name for each mesh axis, in shape's order")
+    batch_axis: str = key("batch", Text(),
+        help=("the axis the global batch is split along"))
+    model_axis: str = key("model", Text(),
+        help=("the axis the family's layout map splits weights along"))
 
 
 @dataclass
 class LayoutConfig:
-    source: LayoutSource = key(LayoutSource.auto, ENUM)
+    source: LayoutSource = key(LayoutSource.auto, ENUM,
+        help=("auto: the family's own keras-hub layout map (or conf/layout/<family>.yaml); rules: "
+              "layout.rules only"))
     # {name: {pattern: REGEX, axes: [axis or null, ...]}}. Typed as a plain dict because
     # OmegaConf refuses to add a dataclass-typed entry from the command line
     # (`+layout.rules.x={pattern:...,axes:[...]}`); its domain checks each rule's keys and types.
     rules: Dict[str, Any] = key({}, Mapping(
         "named rules {name: {pattern: REGEX, axes: [axis or null, ...]}}", _layout_rule,
         (("x", "{patern:a,axes:[null]}"), ("x", "{pattern:'(',axes:[null]}"),
-         ("x", "{pattern:a,axes:model}"), ("x", "{pattern:1,axes:[null]}"))))
+         ("x", "{pattern:a,axes:model}"), ("x", "{pattern:1,axes:[null]}"))),
+        help=("named rules {name: {pattern: REGEX, axes: [axis or null, ...]}} matched against "
+              "variable paths"))
 
 
 @dataclass
 class LoraConfig:
-    rank: int = key(0, at_least(0))  # 0 turns LoRA off: every weight trains
+    rank: int = key(0, at_least(0),
+        help=("LoRA rank; 0 turns LoRA off and every weight trains"))
     # scale = alpha / rank; null means alpha = rank (scale 1)
-    alpha: Optional[float] = key(None, positive())
+    alpha: Optional[float] = key(None, positive(),
+        help="LoRA alpha: the update is scaled by alpha / rank; null: alpha = rank")
     # layer names; null means the family's defaults
-    targets: Optional[List[str]] = key(None, ListOf(Text(), non_empty=True, unique=True))
+    targets: Optional[List[str]] = key(None, ListOf(Text(), non_empty=True, unique=True),
+        help="layer names LoRA adapts; null: the family's defaults (query and value)")
     # Keras LoRA has no dropout: anything but 0 is rejected (runner/checks.py), not ignored
-    dropout: float = key(0.0, fraction(open_high=True))
+    dropout: float = key(0.0, fraction(open_high=True),
+        help="LoRA dropout; Keras LoRA has none, so only 0 is accepted (refused, not ignored)")
 
 
 @dataclass
 class QuantConfig:
-    mode: QuantMode = key(QuantMode.none, ENUM)  # quantize the frozen base before LoRA
+    mode: QuantMode = key(QuantMode.none, ENUM,
+        help=("quantize the frozen base before LoRA: none, int8 or int4"))
 
 
 @dataclass
 class OptimizerConfig:
-    name: OptimizerName = key(OptimizerName.adamw, ENUM)
-    learning_rate: float = key(5e-5, positive())
-    weight_decay: float = key(0.0, Number(low=0))
-    exclude_from_weight_decay: List[str] = key([], ListOf(Text()))
-    beta_1: float = key(0.9, fraction(open_high=True))
-    beta_2: float = key(0.999, fraction(open_high=True))
-    epsilon: float = key(1e-7, positive())
-    momentum: float = key(0.0, fraction(open_high=True))
-    clipnorm: Optional[float] = key(None, positive())  # clip each gradient's norm
-    global_clipnorm: Optional[float] = key(None, positive())  # clip all gradients' joint norm
-    schedule: Schedule = key(Schedule.constant, ENUM)
-    warmup_steps: int = key(0, at_least(0))
-    min_lr_ratio: float = key(0.0, fraction())  # warmup_cosine decays to lr * min_lr_ratio
+    name: OptimizerName = key(OptimizerName.adamw, ENUM,
+        help="adamw or sgd")
+    learning_rate: float = key(5e-5, positive(),
+        help="the peak learning rate")
+    weight_decay: float = key(0.0, Number(low=0),
+        help="decoupled weight decay (adamw)")
+    exclude_from_weight_decay: List[str] = key([], ListOf(Text()),
+        help="variable name parts that get no weight decay (e.g. bias, scale)")
+    beta_1: float = key(0.9, fraction(open_high=True),
+        help="adamw's first-moment decay")
+    beta_2: float = key(0.999, fraction(open_high=True),
+        help="adamw's second-moment decay")
+    epsilon: float = key(1e-7, positive(),
+        help="adamw's epsilon")
+    momentum: float = key(0.0, fraction(open_high=True),
+        help="sgd's momentum")
+    clipnorm: Optional[float] = key(None, positive(),
+        help="clip each gradient to this norm; null: no clipping")
+    global_clipnorm: Optional[float] = key(None, positive(),
+        help=("clip all gradients together to this norm; null: no clipping"))
+    schedule: Schedule = key(Schedule.constant, ENUM,
+        help="constant, or warmup_cosine (linear warmup, then cosine decay)")
+    warmup_steps: int = key(0, at_least(0),
+        help="warmup_cosine: steps of linear warmup")
+    min_lr_ratio: float = key(0.0, fraction(),
+        help=("warmup_cosine: decay to learning_rate x this"))
 
 
 def _chat_templates():
@@ -213,94 +247,154 @@ class DatasetConfig:
     # a TFDS name (imdb_reviews, tiny_reviews: shipped), hf://OWNER/NAME[@REVISION] (Hugging
     # Face, read with `datasets`), or synthetic (seeded random token ids, no TensorFlow: for
     # benchmarks; needs train.steps); not read when dataset.files is set
-    name: str = key(MISSING, Text())
+    name: str = key(MISSING, Text(),
+        help=("a TFDS name, a shipped stand-in (tiny_reviews, ...), hf://OWNER/NAME[@REVISION], or"
+              " synthetic"))
     # your own data: a path or glob of JSONL, CSV, Parquet or text files (split "train")
-    files: Optional[str] = key(None, Text())
-    eval_files: Optional[str] = key(None, Text())  # more files, as split "validation"
-    file_format: FileFormat = key(FileFormat.auto, ENUM)
-    subset: Optional[str] = key(None, Text())  # hf:// datasets: the configuration (subset)
+    files: Optional[str] = key(None, Text(),
+        help=("your own data: a path or glob of JSONL, CSV/TSV, Parquet or text files (split "
+              "train); replaces dataset.name"))
+    eval_files: Optional[str] = key(None, Text(),
+        help="more of your own files, as split validation")
+    file_format: FileFormat = key(FileFormat.auto, ENUM,
+        help="auto (from each file's suffix), jsonl, csv, parquet or text")
+    subset: Optional[str] = key(None, Text(),
+        help=("hf:// datasets: the configuration (subset) to read"))
     # TFDS split syntax; quote slices on the command line: 'train[:10%]'
-    split: str = key("train", Text())
-    eval_split: Optional[str] = key(None, Text())  # evaluated every train.eval_every steps
-    format: DataFormat = key(DataFormat.text, ENUM)
-    text_field: str = key("text", Text())  # format=text: the feature holding the text
+    split: str = key("train", Text(),
+        help="the training split, TFDS split syntax (quote slices: 'train[:90%]')")
+    eval_split: Optional[str] = key(None, Text(),
+        help=("the split evaluated every train.eval_every steps; null: no evaluation"))
+    format: DataFormat = key(DataFormat.text, ENUM,
+        help=("text (loss on every token), prompt_response (loss on the response) or chat (loss on"
+              " assistant turns)"))
+    text_field: str = key("text", Text(),
+        help=("format=text: the field holding the text"))
     # format=prompt_response: Python format strings over the example's features, e.g.
     # "Translate this into French:\n{src}\n". The loss covers the response (and EOS) only.
-    prompt_template: str = key("", Template())
-    response_template: str = key("", Template())
-    add_eos: bool = key(True, Flag())  # end the response with the tokenizer's end token
+    prompt_template: str = key("", Template(),
+        help=("format=prompt_response: a Python format string over the fields, e.g. "
+              "'Translate:\\n{src}\\n'"))
+    response_template: str = key("", Template(),
+        help="format=prompt_response: the response, e.g. '{dst}'")
+    add_eos: bool = key(True, Flag(),
+        help=("end each response with the tokenizer's end token"))
     # format=chat: the field holding [{"role": "system"|"user"|"assistant", "content": ...}]
-    messages_field: str = key("messages", Text())
+    messages_field: str = key("messages", Text(),
+        help=("format=chat: the field of messages (left at messages, ShareGPT's conversations is "
+              "found)"))
     # format=chat: null is the model family's own (runner/chat.py lists them)
-    chat_template: Optional[str] = key(None, Choice(names=_chat_templates))
+    chat_template: Optional[str] = key(None, Choice(names=_chat_templates),
+        help="format=chat: the chat format; null: the model family's own")
     # your own data: a number, true/false, list or object where text is read (text_field, a
     # template's fields) is an error naming file:line; true trains on its JSON text instead
-    stringify_values: bool = key(False, Flag())
-    too_long: TooLong = key(TooLong.truncate, ENUM)  # sequences over train.sequence_length
-    take: Optional[int] = key(None, at_least(1))  # use only the first N examples of the split
-    shuffle_buffer: int = key(10000, at_least(1))
-    data_dir: Optional[str] = key(None, Folder())  # null: $TFDS_DATA_DIR or ~/tensorflow_datasets
-    download: bool = key(True, Flag())  # may fetch a dataset not prepared (never tried offline)
+    stringify_values: bool = key(False, Flag(),
+        help=("train on the JSON text of numbers, lists or objects where text is read (else "
+              "refused with file:line)"))
+    too_long: TooLong = key(TooLong.truncate, ENUM,
+        help=("examples longer than train.sequence_length: truncate or drop (counted either way)"))
+    take: Optional[int] = key(None, at_least(1),
+        help=("use only the first N examples of each split; null: all"))
+    shuffle_buffer: int = key(10000, at_least(1),
+        help="examples in the shuffle buffer")
+    data_dir: Optional[str] = key(None, Folder(),
+        help=("where TFDS datasets are prepared; null: $TFDS_DATA_DIR or ~/tensorflow_datasets"))
+    download: bool = key(True, Flag(),
+        help=("may fetch a dataset that is not prepared (never tried offline)"))
     # A shipped TFDS dataset with the same features, used by debug=smoke to run offline.
-    stand_in: Optional[str] = key(None, Text())
+    stand_in: Optional[str] = key(None, Text(),
+        help="a shipped dataset with the same features, used by debug=smoke")
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = key(8, at_least(1))  # global batch, split along mesh.batch_axis
-    sequence_length: int = key(64, at_least(2))  # a start token and at least one to predict
-    steps: Optional[int] = key(None, at_least(1))  # stop after this many (null: all epochs)
-    epochs: int = key(1, at_least(1))
-    log_every: int = key(1, at_least(1))
-    eval_every: Optional[int] = key(None, at_least(1))  # steps between evaluations
-    eval_steps: Optional[int] = key(None, at_least(1))  # batches per evaluation (null: all)
-    precision: Precision = key(Precision.float32, ENUM)
+    batch_size: int = key(8, at_least(1),
+        help=("global batch, split along mesh.batch_axis"))
+    sequence_length: int = key(64, at_least(2),
+        help="tokens per example fed to the model")
+    steps: Optional[int] = key(None, at_least(1),
+        help=("stop after this many steps; null: all epochs"))
+    epochs: int = key(1, at_least(1),
+        help="passes over the training split")
+    log_every: int = key(1, at_least(1),
+        help="steps per metrics record (each record averages over its steps' tokens)")
+    eval_every: Optional[int] = key(None, at_least(1),
+        help="steps between evaluations; null: only at the end")
+    eval_steps: Optional[int] = key(None, at_least(1),
+        help=("batches per evaluation; null: the whole eval split"))
+    precision: Precision = key(Precision.float32, ENUM,
+        help="float32, mixed_bfloat16 (bfloat16 compute, float32 weights) or bfloat16")
     # rematerialisation (activation checkpointing): blocks recomputes each transformer block in
     # the backward pass, keeping only its input (less memory, about a third more compute)
-    remat: Remat = key(Remat.none, ENUM)
+    remat: Remat = key(Remat.none, ENUM,
+        help=("none, or blocks: recompute each transformer block in the backward pass (less "
+              "memory)"))
     # steps between checkpoints (null: none); operational: a cut run may resume with another
-    checkpoint_every: Optional[int] = key(None, at_least(1), operational=True)
+    checkpoint_every: Optional[int] = key(None, at_least(1), operational=True,
+        help="steps between Orbax checkpoints; null: none (a stop signal still saves one)")
     # true: the same config in a folder whose run was cut resumes it, from its newest checkpoint
     # that restores (none restoring is an error); or_restart: the same, but when none restores
     # the run starts over from step 0 (they are set aside in checkpoints_set_aside/, not
     # deleted); false: a folder holding a run is refused
-    resume: Any = key(True, OneOf((True, False, "or_restart")), operational=True)
-    save_adapter: bool = key(True, Flag())  # LoRA runs: adapter.lora.h5 in the run folder
-    save_merged_preset: bool = key(False, Flag())  # also a preset with the adapter merged in
+    resume: Any = key(True, OneOf((True, False, "or_restart")), operational=True,
+        help=("true: resume a cut run of the same config; or_restart: start over if no checkpoint "
+              "restores; false: refuse a used folder"))
+    save_adapter: bool = key(True, Flag(),
+        help=("LoRA runs: save adapter.lora.h5 (and the logits a reload must reproduce)"))
+    save_merged_preset: bool = key(False, Flag(),
+        help=("also save a keras-hub preset with the adapter merged in"))
     # at the end, what `python -m runner.export` writes: Hugging Face folders in export/
-    export_hf: bool = key(False, Flag(), operational=True)
+    export_hf: bool = key(False, Flag(), operational=True,
+        help="at the end, write Hugging Face folders (merged model, PEFT adapter) into export/")
 
 
 @dataclass
 class GenerateConfig:
-    prompts: List[str] = key([], ListOf(Text(non_empty=False)))
-    max_length: int = key(48, at_least(2))  # tokens, prompt included
-    sampler: Sampler = key(Sampler.greedy, ENUM)
-    top_k: int = key(5, at_least(1))  # sampler=top_k
-    top_p: float = key(0.9, Number(low=0, low_open=True, high=1))  # sampler=top_p
-    temperature: float = key(1.0, positive())
+    prompts: List[str] = key([], ListOf(Text(non_empty=False)),
+        help="prompts sampled before and after training")
+    max_length: int = key(48, at_least(2),
+        help="tokens per sample, prompt included")
+    sampler: Sampler = key(Sampler.greedy, ENUM,
+        help="greedy, top_k or top_p")
+    top_k: int = key(5, at_least(1),
+        help="sampler=top_k: candidates kept")
+    top_p: float = key(0.9, Number(low=0, low_open=True, high=1),
+        help="sampler=top_p: probability mass kept")
+    temperature: float = key(1.0, positive(),
+        help="top_k and top_p: the softmax temperature")
 
 
 @dataclass
 class TrackingConfig:
-    mode: TrackingMode = key(TrackingMode.offline, ENUM)
-    project: str = key("keras-runner", Text())
-    entity: Optional[str] = key(None, Text())
-    group: Optional[str] = key(None, Text())
-    tags: List[str] = key([], ListOf(Text()))
+    mode: TrackingMode = key(TrackingMode.offline, ENUM,
+        help="W&B: offline (wandb sync later), online (needs a key and the network) or disabled")
+    project: str = key("keras-runner", Text(),
+        help="W&B project")
+    entity: Optional[str] = key(None, Text(),
+        help="W&B entity (user or team); null: the key's default")
+    group: Optional[str] = key(None, Text(),
+        help="W&B group; null: a sweep's own group")
+    tags: List[str] = key([], ListOf(Text()),
+        help="W&B tags")
 
 
 @dataclass
 class DistributedConfig:
-    mode: DistributedMode = key(DistributedMode.off, ENUM)
+    mode: DistributedMode = key(DistributedMode.off, ENUM,
+        help="off (one process), auto (submitit tasks, SLURM, TPU pod slices) or explicit")
     coordinator: Optional[str] = key(None, Text(  # host:port of process 0 (explicit)
         pattern=r"[^\s:]+:\d{1,5}", pattern_text="host:port, e.g. localhost:12355",
-        bad=("localhost",)))
-    num_processes: Optional[int] = key(None, at_least(1))  # explicit
-    process_id: Optional[int] = key(None, at_least(0))  # explicit; also names its log file
+        bad=("localhost",)),
+        help="explicit: host:port of process 0")
+    num_processes: Optional[int] = key(None, at_least(1),
+        help="explicit: how many processes form the program")
+    process_id: Optional[int] = key(None, at_least(0),
+        help=("explicit: this process's rank (also names its log file)"))
     # a peer that never starts fails the others after this
-    initialization_timeout_s: int = key(300, at_least(1))
-    heartbeat_timeout_s: int = key(60, at_least(1))  # a peer that dies ends the others after
+    initialization_timeout_s: int = key(300, at_least(1),
+        help="seconds to wait for every process to join")
+    heartbeat_timeout_s: int = key(60, at_least(1),
+        help=("seconds after which a dead process ends the others"))
 
 
 @dataclass
@@ -308,9 +402,12 @@ class PlanConfig:
     """What `python -m runner.plan` sizes the plan against (training runs use the real devices)."""
     # devices to plan for; null: mesh.shape's product, or this machine's device count when
     # mesh.shape has a -1
-    devices: Optional[int] = key(None, at_least(1))
-    accelerator: Optional[str] = key(None, Choice(_accelerators))  # its memory per device
-    device_memory_gb: Optional[float] = key(None, positive())  # overrides accelerator (2**30 B)
+    devices: Optional[int] = key(None, at_least(1),
+        help="runner.plan: devices to plan for; null: mesh.shape's product")
+    accelerator: Optional[str] = key(None, Choice(_accelerators),
+        help=("runner.plan: the accelerator whose memory per device to plan against"))
+    device_memory_gb: Optional[float] = key(None, positive(),
+        help=("runner.plan: memory per device in GB (2^30 bytes); overrides plan.accelerator"))
 
 
 def _group(cls, operational: bool = False):
@@ -331,11 +428,15 @@ class Config:
     tracking: TrackingConfig = _group(TrackingConfig, operational=True)
     plan: PlanConfig = _group(PlanConfig, operational=True)
     distributed: DistributedConfig = _group(DistributedConfig, operational=True)
-    name: str = key("default", NAME)  # names the outputs folder and the W&B run
-    seed: int = key(0, Number(low=0, high=2**32 - 1, integer=True))
-    cpu_devices: int = key(8, at_least(1), operational=True)
+    name: str = key("default", NAME,
+        help=("names the outputs folder and the W&B run"))
+    seed: int = key(0, Number(low=0, high=2**32 - 1, integer=True),
+        help="one seed for weights, LoRA, data order and sampling")
+    cpu_devices: int = key(8, at_least(1), operational=True,
+        help="virtual devices when running on CPU")
     # JAX's persistent compilation cache (null: off)
-    compilation_cache_dir: Optional[str] = key(None, Folder(), operational=True)
+    compilation_cache_dir: Optional[str] = key(None, Folder(), operational=True,
+        help="a folder for JAX's persistent compilation cache; null: off")
 
 
 def register_configs() -> None:
@@ -415,11 +516,16 @@ def compose_error_line(exc: BaseException) -> str:
         return out
     parts = lines(exc) + [ln for ln in lines(exc.__cause__ or "") if ln not in lines(exc)]
     text = "; ".join(parts) or type(exc).__name__
+
     # "Available options in 'mesh':; 1x8; 2x4" -> "available options in 'mesh': 1x8, 2x4"
     head, sep, options = text.partition("Available options in ")
     if sep:
         group, _, names = options.partition(":; ")
         text = f"{head}available options in {group}: {', '.join(names.split('; '))}"
+    for needle, extra in (("hydra/launcher/s", "launchers"), ("hydra/sweeper/optuna", "optuna"),
+                          ("'optuna", "optuna")):
+        if needle in text:  # a plugin choice whose extra is not installed
+            return f'{text}; it comes with an extra: pip install -e ".[{extra}]"'
     return text
 
 
@@ -465,7 +571,7 @@ def unknown_keys(cfg, prefix: str = "") -> list[str]:
     fields = {f.name for f in dataclasses.fields(cls)}
     found = []
     for name in cfg.keys():
-        if not prefix and name == "hydra":  # Hydra's own settings, in the config it hands callbacks
+        if not prefix and name == "hydra":  # Hydra's settings: in the config callbacks get
             continue
         if name not in fields:
             found.append(prefix + str(name))

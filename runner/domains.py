@@ -40,10 +40,13 @@ class Domain:
         return [f"{key}={value}" for value in self.bad_examples()]
 
 
-def key(default: Any = MISSING, domain: Domain | None = None, *, operational: bool = False):
-    """A schema field with its domain. `operational`: the key says where or how a run executes
-    (tracking, devices, caches), not what it computes, so it never decides "same run"."""
-    meta = {"domain": domain, "operational": operational}
+def key(default: Any = MISSING, domain: Domain | None = None, *, help: str = "",
+        operational: bool = False):
+    """A schema field with its domain and its one-line description (`python -m runner --help`
+    prints it; a test checks every key has one). `operational`: the key says where or how a run
+    executes (tracking, devices, caches), not what it computes, so it never decides "same
+    run"."""
+    meta = {"domain": domain, "operational": operational, "help": help}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)

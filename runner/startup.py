@@ -127,14 +127,43 @@ def hydra_cli(hydra_main) -> None:
     os.environ.setdefault(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", ""))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing; we print
     try:
+        _own_flags(sys.argv[1:])
         hydra_main()
     except KeyboardInterrupt:
         sys.exit(interrupted())
     except Exception as exc:
-        if not (isinstance(exc, UserError) or is_compose_error(exc)) or full_error_wanted():
+        line = environment_error_line(exc)
+        if line is None and (not (isinstance(exc, UserError) or is_compose_error(exc))
+                             or full_error_wanted()):
             raise
-        report(exc)
+        if line is not None:
+            print(f"error: {line}", file=sys.stderr, flush=True)
+        else:
+            report(exc)
         sys.exit(2)
+
+
+def _own_flags(args: list[str]) -> None:
+    """--help: the runner's own (runner.usage), generated from the schema. --cfg: the printed
+    config is checked as a run checks it, so it never shows values a run would refuse."""
+    if "--help" in args or "-h" in args:
+        from runner import usage
+
+        print(usage.text(), end="")
+        sys.exit(0)
+    if "--cfg" in args or "-c" in args:
+        from runner.config import compose, validate
+
+        validate(compose([a for a in args if "=" in a and not a.startswith("-")]))
+
+
+def environment_error_line(exc: BaseException):
+    """One line for what a launcher raises when the machine lacks what it needs (a bug would
+    keep its stack trace), or None."""
+    if 'Could not detect "srun"' in str(exc):
+        return ("hydra/launcher=slurm needs a SLURM cluster (sbatch and srun on this machine); "
+                "to run the sweep's jobs here as processes, use hydra/launcher=submitit_local")
+    return None
 
 
 def interrupted() -> int:

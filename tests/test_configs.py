@@ -136,3 +136,51 @@ def test_a_run_folder_whose_config_has_an_unknown_key_is_refused_with_the_same_l
         RunDir(tmp_path).config()
     assert "optimizer.learnin_rate is not a key of the config schema" in str(refused.value)
     assert "did you mean optimizer.learning_rate?" in str(refused.value)
+
+
+def test_every_key_has_its_one_line_description_and_the_help_lists_it_all():
+    from runner import usage
+    from runner.config import walk_schema
+
+    keys = [k for k, _ in walk_schema()]
+    assert usage.described_keys() == keys  # a key added without help= fails here
+    text = usage.text()
+    for dotted, f in walk_schema():
+        assert f"  {dotted}=" in text and f.metadata["help"] in text
+        assert "\n" not in f.metadata["help"] and len(f.metadata["help"]) < 200
+    for command in ("runner.plan", "runner.report", "runner.rerun", "runner.generate",
+                    "runner.export", "-m KEY=A,B"):
+        assert f"python -m {command}" in text or command in text
+    groups = {line.split()[0]: line for line in text.splitlines()
+              if line.startswith("  ") and "[" in line and "=" not in line.split()[0]}
+    assert {"model", "mesh", "layout", "lora", "optimizer", "dataset", "quant", "experiment",
+            "debug", "hydra/launcher", "hydra/sweeper"} <= set(groups)
+    assert "[tiny_gemma]" in groups["model"] and "gemma_7b_en" in groups["model"]
+    assert 'pip install -e ".[optuna]"' in groups["hydra/sweeper"]
+
+
+@pytest.mark.parametrize("message,extra", [
+    ("In 'hydra/config': Could not find 'hydra/launcher/submitit_local'\nAvailable options in "
+     "'hydra/launcher':\n\tbasic\n\tslurm", "launchers"),
+    ("In 'hydra/launcher/slurm': Could not load 'hydra/launcher/submitit_slurm'", "launchers"),
+    ("In 'hydra/config': Could not find 'hydra/sweeper/optuna'\nAvailable options in "
+     "'hydra/sweeper':\n\tbasic", "optuna"),
+])
+def test_a_plugin_choice_without_its_extra_names_the_install(message, extra):
+    from hydra.errors import MissingConfigException
+
+    from runner.config import compose_error_line
+
+    line = compose_error_line(MissingConfigException(message, missing_cfg_file="x"))
+    assert "\n" not in line and line.endswith(f'pip install -e ".[{extra}]"')
+
+
+@pytest.mark.slow
+def test_help_and_cfg_from_the_command_line(workdir):
+    helped = run_cli("--help", cwd=workdir, timeout=120)
+    assert helped.returncode == 0 and "optimizer.learning_rate=0.002" in helped.stdout
+    assert "python -m runner.plan" in helped.stdout and not helped.stderr.strip()
+    refused = run_cli("--cfg", "job", "train.batch_size=0", cwd=workdir, timeout=120)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == ("error: train.batch_size=0 must be an integer >= 1; e.g. "
+                                      "train.batch_size=8 (the default)")

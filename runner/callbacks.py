@@ -55,14 +55,15 @@ class StepLogger(keras.callbacks.Callback):
                           ("correct", "correct")):
             self.interval[key] += float(logs[name])
         self.steps_in_interval += 1
-        if self.first_step_at is None:
+        first = self.first_step_at is None
+        if first:
             self.first_step_at = time.time()
             self.last_line = time.perf_counter()
             log.info("step %d done %.1fs after training began (compiling the step included)",
                      step, self.last_line - self.began)
-        elif step % self.log_every and step != self.total_steps:
-            self._progress(step)
-        if step % self.log_every and step != self.total_steps:
+        if step % self.log_every and step != self.total_steps:  # no record at this step
+            if not first:
+                self._progress(step)
             return
         now = time.perf_counter()
         step_time = (now - self.last_time) / self.steps_in_interval
@@ -74,18 +75,20 @@ class StepLogger(keras.callbacks.Callback):
             self.tokens_per_s.append(tps)
             self.step_times.append(step_time)
         self.first_interval = False
-        mean = (lambda total: total / tokens) if tokens else (lambda total: math.nan)
+        # an interval with no target token (prompts only) has no mean: null, not NaN
+        mean = (lambda total: total / tokens) if tokens else (lambda total: None)
         record = {"loss": mean(self.interval["loss_sum"]),
                   "accuracy": mean(self.interval["correct"]),
                   "step_loss": float(logs["token_loss"]),
                   "learning_rate": optim.learning_rate_at(self.optimizer_cfg, step - 1,
                                                           self.total_steps),
                   "tokens": tokens}
-        self.losses.append(record["loss"])
+        if record["loss"] is not None:
+            self.losses.append(record["loss"])
         self.tracker.log(record, step=step, timing=timing)
-        log.info("step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.0f tok/s  %.1f GFLOP/s", step,
-                 self.total_steps, record["loss"], record["accuracy"], record["learning_rate"],
-                 tps, timing["model_flops_per_s"] / 1e9)
+        log.info("step %d/%d  loss %s  acc %s  lr %.2e  %.0f tok/s  %.1f GFLOP/s", step,
+                 self.total_steps, _shown(record["loss"], ".4f"), _shown(record["accuracy"], ".3f"),
+                 record["learning_rate"], tps, timing["model_flops_per_s"] / 1e9)
         self.last_time, self.interval, self.steps_in_interval = \
             time.perf_counter(), _EMPTY.copy(), 0
         self.last_line = self.last_time
@@ -100,6 +103,10 @@ class StepLogger(keras.callbacks.Callback):
                  (now - self.last_time) / self.steps_in_interval,
                  min(self.total_steps, step + self.log_every - step % self.log_every))
         self.last_line = now
+
+
+def _shown(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 PROGRESS_S = 10.0

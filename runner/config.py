@@ -522,11 +522,17 @@ def compose_error_line(exc: BaseException) -> str:
     if sep:
         group, _, names = options.partition(":; ")
         text = f"{head}available options in {group}: {', '.join(names.split('; '))}"
-    for needle, extra in (("hydra/launcher/s", "launchers"), ("hydra/sweeper/optuna", "optuna"),
-                          ("'optuna", "optuna")):
+    for needle, extra in PLUGIN_EXTRAS.items():
         if needle in text:  # a plugin choice whose extra is not installed
             return f'{text}; it comes with an extra: pip install -e ".[{extra}]"'
     return text
+
+
+# What a Hydra plugin choice (or the module it loads) is called in Hydra's errors when its
+# extra is not installed -> that extra (pyproject.toml).
+PLUGIN_EXTRAS = {"'hydra/launcher/submitit_local'": "launchers",
+                 "'hydra/launcher/submitit_slurm'": "launchers",
+                 "'hydra/sweeper/optuna'": "optuna", "module 'optuna'": "optuna"}
 
 
 def _missing_schema_key(exc: BaseException) -> Optional[str]:

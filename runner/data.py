@@ -127,8 +127,10 @@ def fit_to_width(ids, weights, width: int, pad: int):
 
 def _counted(ds, drop: bool, width: int):
     """(example, length) pairs -> (the examples, dropping those over `width` if drop; Counts).
-    Counting reads the whole split once: the caller has cached `ds`, so the tokenizing it costs
-    is the first epoch's, done before training instead of during it."""
+    Counting reads the whole split once, before training (dropping needs the kept count for the
+    steps per epoch anyway); the caller has cached `ds`, so the tokenizing it costs is the first
+    epoch's, not extra (format=text tokenizes once more here: its preprocessor works on
+    batches)."""
     import tensorflow as tf
 
     lengths = ds.map(lambda example, length: tf.cast(length, "int64"))
@@ -137,7 +139,7 @@ def _counted(ds, drop: bool, width: int):
         lambda acc, n: (acc[0] + 1, acc[1] + tf.cast(n > width, "int64"),
                         acc[2] + tf.maximum(n - width, 0))))
     if drop:
-        ds = ds.filter(lambda example, length: length <= width).cache()
+        ds = ds.filter(lambda example, length: length <= width)
     counts = Counts(examples, over, 0 if drop else cut, over if drop else 0)
     return ds.map(lambda example, length: example), counts
 
@@ -166,6 +168,9 @@ def _examples(opened, dataset_cfg, split, preprocessor, sequence_length):
     ds, counts = _counted(ds, dataset_cfg.too_long == "drop", sequence_length + 1)
     logging.getLogger(__name__).info("%s", counts.line(f"{opened.label}[{split}]",
                                                        sequence_length))
+    if counts.examples == 0:
+        raise UserError(f"{opened.label}[{split}] holds no example; check dataset.split, "
+                        "dataset.take and the data")
     if counts.kept == 0:
         raise UserError(f"{opened.label}[{split}] has no example left after dropping those "
                         f"longer than train.sequence_length={sequence_length}; raise "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -124,13 +125,11 @@ def initialize(cfg) -> Topology:
 
 
 def _give_up(wanted: Topology, cfg) -> None:
-    from runner.noise import write_now
-
-    write_now(f"error: distributed: process {wanted.process_id} of {wanted.num_processes} "
-              f"waited distributed.initialization_timeout_s={cfg.initialization_timeout_s} for "
-              f"the others at coordinator {wanted.coordinator or '(auto)'}; check that every "
-              "process was started with the same coordinator and num_processes, and that none "
-              "died at start\n")
+    print(f"error: distributed: process {wanted.process_id} of {wanted.num_processes} waited "
+          f"distributed.initialization_timeout_s={cfg.initialization_timeout_s} for the others at "
+          f"coordinator {wanted.coordinator or '(auto)'}; check that every process was started "
+          "with the same coordinator and num_processes, and that none died at start",
+          file=sys.stderr, flush=True)
     logging.shutdown()
     os._exit(2)
 
@@ -145,12 +144,10 @@ def peer_stopped(exc: BaseException) -> bool:
 def exit_after_peer_stopped(exc: BaseException) -> None:
     """End this process now, with one clear line: left to itself, JAX aborts at exit (a shutdown
     barrier the dead peer never reaches) with a C++ stack trace."""
-    from runner.noise import write_now
-
     first = str(exc).strip().splitlines()[0][:200]
-    write_now(f"error: distributed: another process of this program stopped ({first}); "
-              "re-launch every process with the same command to resume from the last "
-              "checkpoint (train.checkpoint_every)\n")
+    print(f"error: distributed: another process of this program stopped ({first}); re-launch "
+          "every process with the same command to resume from the last checkpoint "
+          "(train.checkpoint_every)", file=sys.stderr, flush=True)
     logging.shutdown()
     os._exit(3)
 

@@ -151,10 +151,17 @@ def _own_flags(args: list[str]) -> None:
 
         print(usage.text(), end="")
         sys.exit(0)
-    if "--cfg" in args or "-c" in args:
+    if ("--cfg" in args or "-c" in args) and not any(a.startswith(_OTHER_CONFIG) for a in args):
         from runner.config import compose, validate
 
-        validate(compose([a for a in args if "=" in a and not a.startswith("-")]))
+        valued = {"--cfg", "-c", "-p", "--package", "--info", "-i"}  # flags that take a value
+        overrides = [a for i, a in enumerate(args)
+                     if not a.startswith("-") and (i == 0 or args[i - 1] not in valued)]
+        validate(compose(overrides))
+
+
+# Another config than conf/config.yaml: the printed one is not what compose() would check.
+_OTHER_CONFIG = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
 
 
 def environment_error_line(exc: BaseException):

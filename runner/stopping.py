@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -143,9 +144,8 @@ class StopRequests:
                 self._on_second(request)
             except Exception:  # noqa: BLE001 - ending now matters more than marking the folder
                 pass
-        from runner.noise import write_now
-
-        write_now(f"{request.name} again: stopped at once, without a checkpoint of the step in "
-                  "flight; the same command resumes from the last checkpoint\n")
+        print(f"{request.name} again: stopped at once, without a checkpoint of the step in "
+              "flight; the same command resumes from the last checkpoint", file=sys.stderr,
+              flush=True)
         logging.shutdown()
         os._exit(request.exit_code)

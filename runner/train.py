@@ -503,7 +503,7 @@ def finish(cfg, decided: Decided, built: Built, start: Start, fitted: Fitted,
     summary["wandb_dir"] = tracker.wandb_dir
     if decided.primary:
         folder.write_summary(summary)
-    log.info("finished: loss %.4f -> %.4f in %.0fs; outputs in %s", summary["first_loss"],
+    log.info("finished: loss %s -> %s in %.0fs; outputs in %s", summary["first_loss"],
              summary["final_loss"], summary["wall_time_s"], folder.path)
     return summary
 
@@ -517,9 +517,9 @@ def results(fitted: Fitted, stream: data.Stream, started: float) -> dict:
     return {**extra,
             "steps": logger.steps,
             "epochs": logger.steps / stream.steps_per_epoch,
-            "first_loss": losses[0],
-            "final_loss": losses[-1],
-            "best_loss": min(losses),
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "best_loss": min(losses) if losses else None,
             "tokens_per_s": sum(tps) / len(tps) if tps else math.nan,
             "step_time_s": steady,
             "model_flops_per_s": logger.flops_per_step / steady if times else math.nan,

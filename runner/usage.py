@@ -20,7 +20,8 @@ COMMANDS = (
     ("python -m runner.export RUN_DIR", "a finished run as Hugging Face folders (merged model, "
                                         "PEFT adapter)"),
 )
-# Hydra plugin groups and the extra that brings their choices.
+# Hydra plugin groups: the choices an extra brings (runner.config.PLUGIN_EXTRAS names the
+# extra in an error when it is missing); slurm is conf/hydra/launcher/slurm.yaml over submitit.
 PLUGIN_GROUPS = {"hydra/launcher": ("launchers", ["submitit_local", "slurm"]),
                  "hydra/sweeper": ("optuna", ["optuna"])}
 

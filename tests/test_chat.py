@@ -249,3 +249,13 @@ def test_a_field_that_holds_no_messages_is_refused_with_the_fix(tmp_path):
     problems = run_checks(cfg, 8, for_training=False).problems
     assert problems and "holds text, not a list of messages" in problems[0]
     assert "ShareGPT" in problems[0] and "format=text or prompt_response" in problems[0]
+
+
+def test_only_speaker_value_lists_are_sharegpt():
+    from runner.datasets.user_data import _is_messages
+
+    assert _is_messages([{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}])
+    assert _is_messages([{"role": "user", "content": "hi"}])
+    assert not _is_messages([{"from": "en", "to": "fr"}])  # a list of other objects stays data
+    assert not _is_messages([{"from": 1, "value": "x"}])
+    assert not _is_messages([])

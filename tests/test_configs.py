@@ -149,8 +149,8 @@ def test_every_key_has_its_one_line_description_and_the_help_lists_it_all():
         assert f"  {dotted}=" in text and f.metadata["help"] in text
         assert "\n" not in f.metadata["help"] and len(f.metadata["help"]) < 200
     for command in ("runner.plan", "runner.report", "runner.rerun", "runner.generate",
-                    "runner.export", "-m KEY=A,B"):
-        assert f"python -m {command}" in text or command in text
+                    "runner.export", "runner -m KEY=A,B"):
+        assert f"python -m {command}" in text
     groups = {line.split()[0]: line for line in text.splitlines()
               if line.startswith("  ") and "[" in line and "=" not in line.split()[0]}
     assert {"model", "mesh", "layout", "lora", "optimizer", "dataset", "quant", "experiment",

@@ -32,18 +32,24 @@ def test_what_counts_as_noise():
     assert not any(is_noise(line) for line in KEPT)
 
 
-@pytest.mark.parametrize("keep", [False, True])
-def test_the_filter_drops_noise_written_from_c_and_keeps_the_rest_in_order(keep):
-    """Written to file descriptor 2 directly, as C++ libraries do, mixed with Python's own."""
-    lines = [NOISE[0], KEPT[0], NOISE[1], KEPT[2]]
+@pytest.mark.parametrize("keep,end", [(False, "exit"), (True, "exit"), (False, "os._exit"),
+                                      (False, "SIGKILL")])
+def test_the_filter_drops_noise_and_keeps_the_rest_in_order_however_the_process_ends(keep, end):
+    """Written to file descriptor 2 directly, as C++ libraries do, mixed with Python's own; the
+    last line written just before the process ends, normally, at once (os._exit, as a second
+    Ctrl-C does) or killed: the filter, a process of its own, still forwards it."""
+    lines = [NOISE[0], KEPT[0], NOISE[1], KEPT[2], KEPT[3]]
+    ending = {"exit": "", "os._exit": "os._exit(3)\n",
+              "SIGKILL": "import signal\nos.kill(os.getpid(), signal.SIGKILL)\n"}[end]
     script = ("import os, sys\nfrom runner import noise\nnoise.install()\n"
               f"os.write(2, {(chr(10).join(lines[:2]) + chr(10)).encode()!r})\n"
               f"print({lines[2]!r}, file=sys.stderr)\n"
-              f"os.write(2, {(lines[3] + chr(10)).encode()!r})\n")
+              f"os.write(2, {(lines[3] + chr(10)).encode()!r})\n"
+              f"print({lines[4]!r}, file=sys.stderr, flush=True)\n" + ending)
     env = {k: v for k, v in os.environ.items() if k != "RUNNER_LIBRARY_LOGS"}
     if keep:
         env["RUNNER_LIBRARY_LOGS"] = "1"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.splitlines() == (lines if keep else [KEPT[0], KEPT[2]])
+    assert proc.returncode == {"exit": 0, "os._exit": 3, "SIGKILL": -9}[end], proc.stderr
+    assert proc.stderr.splitlines() == (lines if keep else [KEPT[0], KEPT[2], KEPT[3]])

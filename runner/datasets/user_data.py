@@ -122,9 +122,11 @@ def _message(value, where: str) -> dict:
 
 
 def _is_messages(value) -> bool:
-    """A list of {"role", "content"}, or ShareGPT's {"from", "value"}."""
+    """A list of {"role", "content"}, or ShareGPT's {"from": <speaker>, "value"} (a list of
+    other objects with a "from", say {"from": "en", "to": "fr"}, stays data)."""
     return isinstance(value, list) and bool(value) and all(
-        isinstance(v, dict) and ("role" in v or "from" in v) for v in value)
+        isinstance(v, dict) and ("role" in v or isinstance(v.get("from"), str) and "value" in v)
+        for v in value)
 
 
 def _normalized(record: dict, where: str) -> dict:

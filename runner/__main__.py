@@ -16,7 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner import startup
+from runner import distributed, startup
+from runner.config import validate
 from runner.errors import UserError
 from runner.rundir import RunDir, RunDirTaken
 from runner.stopping import Stopped
@@ -43,8 +44,6 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     folder = RunDir(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    from runner import distributed
-    from runner.config import validate
 
     try:
         validate(cfg)

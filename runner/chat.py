@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from runner.families import FAMILIES
+
 ROLES = ("system", "user", "assistant")
 BOS, EOS = "<bos>", "<eos>"  # the tokenizer's own start and end tokens, whatever they are called
 
@@ -161,24 +163,14 @@ TEMPLATES: dict[str, Callable] = {
     "gemma": gemma, "gemma3": gemma3, "llama3": llama3, "mistral": mistral, "chatml": chatml,
     "qwen2": qwen2, "qwen2.5": qwen2_5, "qwen3": qwen3,
 }
-# The family's own template, and every template whose special tokens the family's tokenizer has.
-FAMILY_DEFAULT = {"gemma": "gemma", "gemma3": "gemma3", "llama3": "llama3",
-                  "mistral": "mistral", "qwen2": "qwen2.5", "qwen3": "qwen3"}
-FAMILY_TEMPLATES = {
-    "gemma": ("gemma", "gemma3"), "gemma3": ("gemma3", "gemma"), "llama3": ("llama3",),
-    "mistral": ("mistral",), "qwen2": ("qwen2.5", "qwen2", "chatml", "qwen3"),
-    "qwen3": ("qwen3", "chatml", "qwen2.5", "qwen2"),
-}
-
-
 def template_for(family: str, chosen: Optional[str]) -> str:
     """The template name a run uses, or a ValueError saying why it cannot."""
-    name = chosen or FAMILY_DEFAULT[family]
-    if name not in FAMILY_TEMPLATES[family]:
+    own = FAMILIES[family]
+    name = chosen or own.chat_template
+    if name not in own.chat_templates:
         raise ValueError(f"dataset.chat_template={name} is not a template of the {family} family "
                          f"(its tokenizer lacks that format's special tokens); use one of "
-                         f"{list(FAMILY_TEMPLATES[family])} or null for its own "
-                         f"({FAMILY_DEFAULT[family]})")
+                         f"{list(own.chat_templates)} or null for its own ({own.chat_template})")
     return name
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from runner import chat
+from runner.errors import UserError
 from runner.families import name_of_prefix
+from runner.fixed_width import fit_to_width
 
 
 def family_of(tokenizer) -> str:
@@ -89,9 +91,6 @@ def chat_examples(ds, dataset_cfg, field: str, tokenizer, sequence_length: int):
     runner.datasets.problems.messages_field), packed to sequence_length + 1."""
     import tensorflow as tf
 
-    from runner.data import fit_to_width
-
-    from runner.errors import UserError
 
     try:
         template = chat.template_for(family_of(tokenizer), dataset_cfg.chat_template)

@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from runner import config, mesh, model, optim
+from runner.datasets import synthetic
+from runner.datasets.opening import label, open_dataset
+from runner.datasets.problems import problems as dataset_problems
 from runner.errors import UserError
+from runner.hf import files
+from runner.hf.folder import read_config, tokenizer_problem
+from runner.model import random_weights
+from runner.presets import TRANSFORMERS, describe, resolve_preset
+from runner.tracking import preflight
 
 
 @dataclass(frozen=True)
@@ -42,8 +51,6 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     """Every check that needs no weights, for a run on n_devices. for_training=False (planning):
     a dataset that is not prepared here is a note, not a problem, and nothing is downloaded;
     tracking is not checked."""
-    from runner import config, mesh, model, optim
-    from runner.datasets.opening import label, open_dataset
 
     problems: list[str] = []
     _collect(problems, config.validate, cfg)
@@ -57,11 +64,8 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     _collect(problems, _preset, cfg.model, for_training)
     _collect(problems, _artifacts, cfg, process_count)
     if for_training:
-        from runner.tracking import preflight
-
         _collect(problems, preflight, cfg.tracking)
     notes: list[str] = []
-    from runner.datasets import synthetic
 
     if synthetic.is_synthetic(cfg.dataset):
         problems += synthetic.problems(cfg.dataset, cfg.train.steps, cfg.generate.prompts)
@@ -75,15 +79,12 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
             notes.append(f"dataset {label(cfg.dataset)} is not prepared here, so its splits "
                          "and fields were not checked")
         else:
-            from runner.datasets.problems import problems as dataset_problems
-
             problems += dataset_problems(cfg.dataset, opened, _family(cfg.model))
     return Findings(problems, notes)
 
 
 def _family(model_cfg):
     """The model's family, or None when it cannot be told (the preset check says why)."""
-    from runner.presets import describe
 
     try:
         return describe(model_cfg).family
@@ -97,11 +98,7 @@ def _preset(model_cfg, for_training: bool) -> None:
     needs the preset itself here."""
     from pathlib import Path
 
-    from runner.hf.folder import tokenizer_problem
-    from runner.presets import TRANSFORMERS, describe, resolve_preset
-
     described = describe(model_cfg)
-    from runner.model import random_weights
 
     random = random_weights(model_cfg)  # the architecture is enough (and a tokenizer)
     if for_training and described.location is None and not random:
@@ -112,15 +109,12 @@ def _preset(model_cfg, for_training: bool) -> None:
         if problem:
             raise UserError(problem)
         if not random:  # the weight files: present, whole, and what config.json says
-            from runner.hf import files
-            from runner.hf.folder import read_config
 
             files.check(folder, described.family, read_config(folder), described.numbers)
 
 
 def _artifacts(cfg, process_count: int) -> None:
     """What the run must write at its end, checked before it starts rather than after it trains."""
-    from runner.model import random_weights
 
     if random_weights(cfg.model):
         for wanted in ("export_hf", "save_merged_preset"):

@@ -11,19 +11,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from runner.domains import (Choice, Flag, Folder, ListOf, Mapping, MeshShape, Number, OneOf,
-                            Template, Text, at_least, fraction, key, positive)
+from runner.chat import TEMPLATES
+from runner.conf_dir import CONF_DIR  # noqa: F401 - re-exported for the config's readers
+from runner.distributed import log_file_name
+from runner.domains import (
+    Choice,
+    Flag,
+    Folder,
+    ListOf,
+    Mapping,
+    MeshShape,
+    Number,
+    OneOf,
+    Template,
+    Text,
+    at_least,
+    fraction,
+    key,
+    positive,
+)
+from runner.domains import Mapping as MappingDomain
 from runner.errors import UserError
-
-# conf/ lives inside the package (package data, so a non-editable install finds it too); the
-# repository's top-level conf/ is a link to it.
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+from runner.families import names
+from runner.layout import rule_problem
+from runner.plan.memory import ACCELERATORS
 
 
 class TrackingMode(StrEnum):
@@ -38,8 +54,9 @@ class OptimizerName(StrEnum):
 
 
 class LayoutSource(StrEnum):
-    auto = "auto"  # the model family's own keras-hub layout map
+    auto = "auto"  # the model family's own layout (keras-hub's map, its rules file, or derived)
     rules = "rules"  # the named rules in layout.rules, and nothing else
+    derived = "derived"  # rules derived from the variables' shapes alone (runner/derived_layout.py)
 
 
 class Schedule(StrEnum):
@@ -101,14 +118,10 @@ class DistributedMode(StrEnum):
 
 
 def _families():
-    from runner.families import names
-
     return names()
 
 
 def _accelerators():
-    from runner.plan.memory import ACCELERATORS
-
     return list(ACCELERATORS)
 
 
@@ -121,8 +134,6 @@ def _architecture_value(name, value):
 
 
 def _layout_rule(name, rule):
-    from runner.layout import rule_problem
-
     return rule_problem(name, rule)
 
 
@@ -138,12 +149,12 @@ class ModelConfig:
     preset: str = key(MISSING, Text(),
         help=("the base model: a keras-hub preset name, hf://org/name, kaggle://..., a local "
               "keras-hub or Hugging Face folder, or a shipped preset"))
-    # The keras-hub backbone family (runner/families.py) and its constructor numbers for a
+    # The keras-hub backbone family (runner/families/) and its constructor numbers for a
     # known preset: checked against the preset's own config when it loads, and used to plan
     # the sharding when the preset cannot be read (offline, not downloaded yet).
     family: Optional[str] = key(None, Choice(_families),
-        help=("the keras-hub family (gemma, gemma3, llama3, mistral, qwen2, qwen3); null: read "
-              "from the preset"))
+        help=("the keras-hub family (runner/families/: gemma, gemma3, llama3, mistral, mixtral, "
+              "qwen2, qwen3); null: read from the preset"))
     architecture: Optional[Dict[str, Any]] = key(None, Mapping(
         "a mapping of the backbone's constructor arguments to positive numbers, flags or names",
         _architecture_value, (("rope_max_wavelength", "0"), ("extra", "[1]"))),
@@ -167,13 +178,21 @@ class MeshConfig:
         help=("the axis the global batch is split along"))
     model_axis: str = key("model", Text(),
         help=("the axis the family's layout map splits weights along"))
+    # Whether layout=auto/derived also split weights along the batch axis (fully sharded data
+    # parallel: each device keeps a slice, gathered per layer) or keep a whole copy per batch
+    # slice. Rules written by hand (layout.rules) are used as written.
+    fsdp: bool = key(True, Flag(),
+        help=("layout=auto/derived also split weights along batch_axis (fully sharded data "
+              "parallel); false: weights replicated along it (pure data parallel)"))
 
 
 @dataclass
 class LayoutConfig:
     source: LayoutSource = key(LayoutSource.auto, ENUM,
-        help=("auto: the family's own keras-hub layout map (or conf/layout/<family>.yaml); rules: "
-              "layout.rules only"))
+        help=("auto: the family's own layout (keras-hub's map, its conf/layout file, or derived); "
+              "derived: from the variables' shapes alone, for any model; rules: layout.rules only"))
+    min_split_elements: int = key(16384, at_least(1),
+        help=("layout=derived: a variable with fewer elements stays whole on every device"))
     # {name: {pattern: REGEX, axes: [axis or null, ...]}}. Typed as a plain dict because
     # OmegaConf refuses to add a dataclass-typed entry from the command line
     # (`+layout.rules.x={pattern:...,axes:[...]}`); its domain checks each rule's keys and types.
@@ -237,8 +256,6 @@ class OptimizerConfig:
 
 
 def _chat_templates():
-    from runner.chat import TEMPLATES
-
     return list(TEMPLATES)
 
 
@@ -408,6 +425,9 @@ class PlanConfig:
         help=("runner.plan: the accelerator whose memory per device to plan against"))
     device_memory_gb: Optional[float] = key(None, positive(),
         help=("runner.plan: memory per device in GB (2^30 bytes); overrides plan.accelerator"))
+    large_replicated_mb: float = key(64.0, positive(),
+        help=("a variable left whole on every device at least this large (MB per device) is "
+              "named as a warning by the plan and the run"))
 
 
 def _group(cls, operational: bool = False):
@@ -442,8 +462,6 @@ class Config:
 def register_configs() -> None:
     """Called by the entry points and by tests, never at import time."""
     from omegaconf import OmegaConf
-
-    from runner.distributed import log_file_name
 
     # conf/config.yaml names each process's log file with it (hydra.job_logging).
     OmegaConf.register_new_resolver("runner_log_file", log_file_name, replace=True)
@@ -674,8 +692,6 @@ def validate(cfg) -> None:
     UserError naming the key, the value, the domain and the fix. Pure Python: runs before
     anything heavy is imported."""
     from omegaconf import OmegaConf
-
-    from runner.domains import Mapping as MappingDomain
 
     unknown = unknown_keys(cfg)
     if unknown:

@@ -10,8 +10,11 @@ import string
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from runner.chat_data import chat_examples
 from runner.datasets.opening import label, open_dataset
+from runner.datasets.problems import messages_field
 from runner.errors import UserError
+from runner.fixed_width import fit_to_width
 
 
 @dataclass(frozen=True)
@@ -109,22 +112,6 @@ def _prompt_response_examples(ds, dataset_cfg, features, tokenizer, sequence_len
     return ds.map(pack, num_parallel_calls=tf.data.AUTOTUNE), True
 
 
-def fit_to_width(ids, weights, width: int, pad: int):
-    """Token ids and their loss weights -> ((x, y, sample weight), length) at `width` tokens:
-    cut or padded, the targets shifted by one, the weight that of the target token; `length` is
-    the example's own, before any cut."""
-    import tensorflow as tf
-
-    n = tf.shape(ids)[0]
-    ids, weights = ids[:width], weights[:width]
-    pad_len = width - tf.shape(ids)[0]
-    ids = tf.pad(ids, [[0, pad_len]], constant_values=pad)
-    weights = tf.pad(weights, [[0, pad_len]])
-    mask = tf.range(width) < tf.minimum(n, width)
-    x = {"token_ids": ids[:-1], "padding_mask": mask[:-1]}
-    return (x, ids[1:], weights[1:]), n
-
-
 def _counted(ds, drop: bool, width: int):
     """(example, length) pairs -> (the examples, dropping those over `width` if drop; Counts).
     Counting reads the whole split once, before training (dropping needs the kept count for the
@@ -157,9 +144,6 @@ def _examples(opened, dataset_cfg, split, preprocessor, sequence_length):
         ds, packed = _prompt_response_examples(ds, dataset_cfg, features, preprocessor.tokenizer,
                                                sequence_length)
     elif dataset_cfg.format == "chat":
-        from runner.chat_data import chat_examples
-        from runner.datasets.problems import messages_field
-
         ds, packed = chat_examples(ds, dataset_cfg, messages_field(dataset_cfg, features),
                                    preprocessor.tokenizer, sequence_length)
     else:

@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from runner import startup
+from runner import adapters, generation, layout, model, startup
+from runner.plan.assemble import make_plan
 from runner.rundir import RunDir
 
 
@@ -32,14 +33,11 @@ def _parse(argv):
 def reload_and_generate(cfg, folder: RunDir, prompts, max_length) -> dict:
     import keras
 
-    from runner import adapters, generation, layout, model
-    from runner.plan.assemble import make_plan
-
     devices = keras.distribution.list_devices()
-    the_plan, rules = make_plan(cfg, len(devices))
+    the_plan, _ = make_plan(cfg, len(devices))
     the_plan.check()
     batch_axis_size = the_plan.axis_sizes[cfg.mesh.batch_axis]
-    with layout.distribution(cfg.mesh, rules, devices).scope():
+    with layout.distribution(cfg.mesh, the_plan.placement_rules(), devices).scope():
         causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
         causal_lm.compile(sampler=generation.build_sampler(
             cfg.generate, cfg.seed, generation.vocabulary_limit(causal_lm)))

@@ -10,11 +10,14 @@ every pattern is re.fullmatch'ed, and two matches is an error.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from runner.conf_dir import CONF_DIR
 from runner.errors import UserError
+from runner.mesh import build_mesh
 
 
 @dataclass(frozen=True)
@@ -23,63 +26,50 @@ class Rule:
     pattern: str
     axes: tuple[Optional[str], ...]
     origin: str  # where a user changes it, e.g. "layout.rules.embedding"
+    # The family's own layout (layout=auto) and derived rules fit themselves to the mesh: a
+    # dimension that does not divide its axis is left whole, and the plan says so. Rules a user
+    # writes are used as written, and such a dimension is an error.
+    adjustable: bool = False
 
 
-def auto_rules(backbone_cls, mesh_shape: dict[str, int], model_axis: str, batch_axis: str
-               ) -> list[Rule]:
-    """The family's own keras-hub layout map (e.g. GemmaBackbone.get_layout_map) as rules.
+def keras_hub_rules(backbone_cls, mesh_shape: dict[str, int], model_axis: str, batch_axis: str
+                    ) -> list[Rule]:
+    """The backbone's own keras-hub layout map (e.g. GemmaBackbone.get_layout_map) as rules.
 
     keras-hub's helpers want a DeviceMesh only to read its axis names, so a mesh over placeholder
     device names works for any topology, including ones this machine does not have.
     """
     import keras
 
-    helper = getattr(backbone_cls, "get_layout_map", None)
-    if helper is None:
-        return _rules_file_for(backbone_cls)
     n = 1
     for size in mesh_shape.values():
         n *= size
     mesh = keras.distribution.DeviceMesh(
         shape=tuple(mesh_shape.values()), axis_names=list(mesh_shape),
         devices=[f"placeholder:{i}" for i in range(n)])
-    layout_map = helper(mesh, model_parallel_dim_name=model_axis,
-                        data_parallel_dim_name=batch_axis)
+    layout_map = backbone_cls.get_layout_map(mesh, model_parallel_dim_name=model_axis,
+                                             data_parallel_dim_name=batch_axis)
     origin = f"layout=auto ({backbone_cls.__name__}.get_layout_map)"
-    return [Rule(name=f"auto_{i}", pattern=key, axes=tuple(layout_map[key].axes), origin=origin)
-            for i, key in enumerate(layout_map)]
+    return [Rule(name=f"auto_{i}", pattern=key, axes=tuple(layout_map[key].axes), origin=origin,
+                 adjustable=True) for i, key in enumerate(layout_map)]
 
 
-def _rules_file_for(backbone_cls) -> list[Rule]:
-    """layout=auto for a family keras-hub has no layout map for: the project's rule file."""
+def file_rules(name: str, backbone_name: str) -> list[Rule]:
+    """layout=auto for a family whose own layout is a rules file (conf/layout/<name>.yaml)."""
     from omegaconf import OmegaConf
 
-    from runner.config import CONF_DIR
-    from runner.families import by_backbone
-
-    family = by_backbone(backbone_cls.__name__)
-    name = family.auto_layout_file if family else None
-    if name is None:
-        raise UserError(
-            f"layout=auto: keras-hub has no layout map for {backbone_cls.__name__}; "
-            "use a rules file (conf/layout/) or write layout.rules")
     rules = OmegaConf.load(CONF_DIR / "layout" / f"{name}.yaml").rules
     return [Rule(name=key, pattern=r.pattern, axes=tuple(r.axes),
                  origin=f"layout=auto (rule {key} of conf/layout/{name}.yaml, as keras-hub has "
-                        f"no layout map for {backbone_cls.__name__})")
+                        f"no layout map for {backbone_name})", adjustable=True)
             for key, r in rules.items()]
 
 
-def configured_rules(layout_cfg, backbone_cls, mesh_shape: dict[str, int], mesh_cfg
-                     ) -> list[Rule]:
-    """The rules a run uses: the family's own (source=auto) or layout.rules (source=rules)."""
-    if layout_cfg.source == "auto":
-        if layout_cfg.rules:
-            raise UserError(
-                "layout.rules is set but layout.source=auto ignores it; use layout.source=rules "
-                "(a rules file such as layout=gemma_model_parallel) to apply your own rules")
-        return auto_rules(backbone_cls, mesh_shape, mesh_cfg.model_axis, mesh_cfg.batch_axis)
-    return [parse_rule(name, rule) for name, rule in layout_cfg.rules.items()]
+def without_axis(rules: Sequence[Rule], axis: str) -> list[Rule]:
+    """The adjustable rules with `axis` taken out (mesh.fsdp=false: weights whole along the
+    batch axis); rules a user wrote stay as written."""
+    return [dataclasses.replace(r, axes=tuple(None if a == axis else a for a in r.axes))
+            if r.adjustable else r for r in rules]
 
 
 def rule_problem(name: str, rule) -> Optional[str]:
@@ -133,8 +123,6 @@ def distribution(mesh_cfg, rules: Sequence[Rule], devices):
     """keras ModelParallel over the configured mesh with these layout rules: create the model
     and the optimizer inside its scope(), so every variable is born with its layout."""
     import keras
-
-    from runner.mesh import build_mesh
 
     return keras.distribution.ModelParallel(
         layout_map=build_layout_map(rules, build_mesh(mesh_cfg, devices)),

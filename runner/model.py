@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import contextlib
 
-from runner import upstream
+from runner.backbones import (backbone_class, causal_lm_class, dtype_policy, no_memory_scope,
+                              stable_names)
 from runner.errors import UserError
+from runner.families import FAMILIES, by_backbone, correct
+from runner.plan.memory import Dimensions
 from runner.presets import SHIPPED_PRESETS, TRANSFORMERS, describe, resolve_preset  # noqa: F401
+
 
 def _from_preset(loader, preset: str, **kwargs):
     """Call a keras-hub from_preset, turning download failures into one clear UserError."""
@@ -54,30 +58,6 @@ def check_supported(quant_cfg, lora_cfg, model_axis_size: int) -> None:
             "use quant=int8, or a mesh whose model axis is 1 (mesh=data_parallel)")
 
 
-def backbone_class(family: str):
-    import keras_hub
-
-    from runner.families import FAMILIES
-
-    if family not in FAMILIES:
-        raise UserError(f"model.family={family} is unknown; valid: {sorted(FAMILIES)}")
-    return getattr(keras_hub.models, FAMILIES[family].backbone)
-
-
-def causal_lm_class(family: str):
-    """keras_hub.models.<Family>CausalLM: the task class that shares the backbone's prefix."""
-    import keras_hub
-
-    from runner.families import FAMILIES
-
-    return getattr(keras_hub.models, FAMILIES[family].prefix + "CausalLM")
-
-
-def dtype_policy(precision) -> str:
-    """The keras dtype policy name for train.precision."""
-    return str(precision)
-
-
 def lora_alpha_of(lora_cfg) -> float:
     return float(lora_cfg.alpha) if lora_cfg.alpha is not None else float(lora_cfg.rank)
 
@@ -109,26 +89,6 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
     return sorted({layer.name for layer in adapted})
 
 
-@contextlib.contextmanager
-def no_memory_scope():
-    """keras.StatelessScope(initialize_variables=False) that also forgets what it deferred.
-
-    Keras keeps every deferred variable in a global list and allocates them all at the next
-    StatelessScope exit anywhere (keras-hub's own loaders use one): planning a 7B model would
-    then cost its 34 GB later in the run. There is no public API for that list, hence the
-    private import; tests/test_model_files.py measures that planning stays small.
-    """
-    import keras
-    from keras.src.backend.common import global_state
-
-    before = list(global_state.get_global_attribute("uninitialized_variables") or [])
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            yield
-    finally:
-        global_state.set_global_attribute("uninitialized_variables", before)
-
-
 def _quantize(backbone, quant_cfg) -> None:
     import warnings
 
@@ -139,12 +99,7 @@ def _quantize(backbone, quant_cfg) -> None:
             backbone.quantize(mode)
 
 
-# keras-hub names each transformer block <stem><index>: decoder_block_3 (Gemma), or
-# transformer_layer_3 (Llama, Mistral, Qwen)
-_BLOCK_STEMS = ("decoder_block_", "transformer_layer_")
-
-
-def remat_scope(remat, num_layers: int):
+def remat_scope(remat, described):
     """train.remat as Keras's RematScope. Keras reads the scope when a layer is *created*
     (Operation.__init__ keeps it) and applies it when the layer is called, so the model must be
     built inside it. blocks: each transformer block is one jax.checkpoint, so the backward pass
@@ -153,7 +108,8 @@ def remat_scope(remat, num_layers: int):
         return contextlib.nullcontext()
     import keras
 
-    names = [f"{stem}{i}" for stem in _BLOCK_STEMS for i in range(num_layers)]
+    stem = FAMILIES[described.family].block_stem
+    names = [f"{stem}{i}" for i in range(described.numbers.get("num_layers", 0))]
     return keras.RematScope(mode="list_of_layers", layer_names=names)
 
 
@@ -165,10 +121,10 @@ def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
     architecture costs seconds and no weight memory.
     """
     described = describe(model_cfg)
-    with no_memory_scope():
+    with no_memory_scope(), stable_names():
         backbone = backbone_class(described.family)(**described.numbers,
                                                     dtype=dtype_policy(precision))
-        upstream.correct(backbone)
+        correct(backbone)
         _quantize(backbone, quant_cfg)
         apply_lora(backbone, lora_cfg)
     return backbone
@@ -176,8 +132,6 @@ def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
 
 def dimensions(backbone):
     """The sizes activation memory depends on, from the backbone's config (None: unknown)."""
-    from runner.families import by_backbone
-    from runner.plan.memory import Dimensions
 
     family = by_backbone(type(backbone).__name__)
     if family is None:
@@ -246,12 +200,12 @@ def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None
     under train.remat's scope. Call inside the distribution's scope so every variable is created
     with its layout."""
     described = describe(model_cfg)
-    with remat_scope(remat, described.numbers.get("num_layers", 0)):
+    with remat_scope(remat, described), stable_names():
         if random_weights(model_cfg):
             causal_lm = _random_causal_lm(described, precision, preprocessor)
         else:
             causal_lm = _preset_causal_lm(model_cfg, described, precision, preprocessor)
-        upstream.correct(causal_lm.backbone)
+        correct(causal_lm.backbone)
         _quantize(causal_lm.backbone, quant_cfg)
         apply_lora(causal_lm.backbone, lora_cfg)
     return causal_lm

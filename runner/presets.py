@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from runner.config import CONF_DIR
 from runner.errors import UserError
+from runner.families import name_of_backbone
+from runner.hf import folder as hf_folder
 from runner.network import reachable as _reachable
 
 SHIPPED_PRESETS = Path(__file__).resolve().parent / "assets" / "presets"
@@ -80,16 +83,13 @@ def _read_remote_config(location: str) -> dict:
 
 
 def _from_checkpoint(preset: str, location: str) -> Described:
-    from runner.families import name_of_backbone
-    from runner.hf import folder as hf_folder
-
     local = Path(location).is_dir()
     config = hf_folder.read_config(Path(location)) if local else _read_remote_config(location)
     if "class_name" in config and isinstance(config.get("config"), dict):
         family = name_of_backbone(config["class_name"])
         if family is None:
             raise UserError(f"model.preset={preset} is a keras-hub {config['class_name']}, not a "
-                            "family the runner trains (runner/families.py)")
+                            "family the runner trains (runner/families/)")
         numbers = {k: v for k, v in config["config"].items() if k not in _NOT_ARCHITECTURE}
         return Described(family, numbers, f"{preset} (keras-hub config.json)", KERAS_HUB,
                          location)
@@ -106,8 +106,6 @@ def _from_checkpoint(preset: str, location: str) -> Described:
 def _model_files() -> tuple:
     """(file name, preset, family, architecture) of every shipped conf/model file."""
     import yaml
-
-    from runner.config import CONF_DIR
 
     files = []
     for path in sorted((CONF_DIR / "model").glob("*.yaml")):

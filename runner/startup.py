@@ -22,8 +22,19 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from runner import noise
+from runner import distributed, noise, usage
+from runner.config import (
+    compose,
+    compose_error_line,
+    is_compose_error,
+    register_configs,
+    unknown_key_line,
+    unknown_override_key,
+    validate,
+)
+from runner.domains import folder_problem
 from runner.errors import UserError
+from runner.stopping import Stopped
 
 log = logging.getLogger("runner")
 # The user's own HYDRA_FULL_ERROR, kept while the CLI sets Hydra's to 1 so that compose errors
@@ -70,8 +81,6 @@ def start(cfg, join_program: bool = True) -> None:
     quiet_library_loggers()
     use_compilation_cache(cfg.compilation_cache_dir)
     if join_program:
-        from runner import distributed
-
         distributed.initialize(cfg.distributed)
 
 
@@ -88,7 +97,6 @@ def full_error_wanted() -> bool:
 
 def report(exc: BaseException) -> None:
     """The one line a user sees for a mistake."""
-    from runner.config import compose_error_line, is_compose_error
 
     text = compose_error_line(exc) if is_compose_error(exc) else str(exc)
     print(f"error: {text}", file=sys.stderr, flush=True)
@@ -98,10 +106,6 @@ def command(main):
     """Wrap a command's main(argv) -> exit code: mistakes become one line and exit code 2."""
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> int:
-        from runner.config import is_compose_error
-
-        from runner.stopping import Stopped
-
         noise.install()
         try:
             return main(*args, **kwargs)
@@ -121,7 +125,6 @@ def hydra_cli(hydra_main) -> None:
     """Run a @hydra.main function as `python -m runner` does: compose errors (unknown key, wrong
     type, unknown group option) become one `error:` line and exit 2, like the runner's checks."""
     noise.install()  # before anything loads TensorFlow
-    from runner.config import is_compose_error, register_configs
 
     register_configs()
     os.environ.setdefault(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", ""))
@@ -147,13 +150,9 @@ def _own_flags(args: list[str]) -> None:
     """--help: the runner's own (runner.usage), generated from the schema. --cfg: the printed
     config is checked as a run checks it, so it never shows values a run would refuse."""
     if "--help" in args or "-h" in args:
-        from runner import usage
-
         print(usage.text(), end="")
         sys.exit(0)
     if ("--cfg" in args or "-c" in args) and not any(a.startswith(_OTHER_CONFIG) for a in args):
-        from runner.config import compose, validate
-
         valued = {"--cfg", "-c", "-p", "--package", "--info", "-i"}  # flags that take a value
         overrides = [a for i, a in enumerate(args)
                      if not a.startswith("-") and (i == 0 or args[i - 1] not in valued)]
@@ -200,9 +199,6 @@ class Preflight(Callback):
     @staticmethod
     def _check(config, key: str, folder, values: bool = True) -> None:
         from omegaconf import OmegaConf
-
-        from runner.config import unknown_key_line, unknown_override_key, validate
-        from runner.domains import folder_problem
 
         try:
             if values:

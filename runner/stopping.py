@@ -25,6 +25,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from runner.distributed import gather_ints
+
 log = logging.getLogger(__name__)
 
 # signal -> (status summary.json gets, what it usually means)
@@ -116,7 +118,6 @@ class StopRequests:
         process asks no one; several gather their requests (a small all-gather per step)."""
         if process_count == 1:
             return self.requested
-        from runner.distributed import gather_ints
 
         mine = self.requested.signal_number if self.requested is not None else 0
         chosen = next((n for n in gather_ints(mine) if n), None)

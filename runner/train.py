@@ -28,16 +28,32 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from runner import adapters, checks, checkpoints, data, flops, generation, layout, model, optim
-from runner import objective, provenance
+from runner import (
+    adapters,
+    checkpoints,
+    checks,
+    data,
+    flops,
+    generation,
+    layout,
+    model,
+    objective,
+    optim,
+    provenance,
+)
 from runner.callbacks import Checkpointer, Evaluator, StepLogger
+from runner.claims import Claim, claim_across_processes
+from runner.datasets import synthetic
+from runner.distributed import gather_ints
 from runner.errors import UserError
-from runner.stopping import Request, StopRequests, Stopped
-from runner.plan import TSV_COLUMNS, Plan, memory as mem, tsv_rows, write_tsv
+from runner.export.run import live_source, write
+from runner.plan import TSV_COLUMNS, Plan, tsv_rows, write_tsv
+from runner.plan import memory as mem
 from runner.plan.assemble import estimate_memory, make_plan
 from runner.plan.placement import verify_placement
-from runner.rundir import (CHECKPOINTS, ENV, MERGED, SET_ASIDE, SHARDING, Claim, RunDir,
-                           claim_across_processes, write_json)
+from runner.plan.report import human_bytes
+from runner.rundir import CHECKPOINTS, ENV, MERGED, SET_ASIDE, SHARDING, RunDir, write_json
+from runner.stopping import Request, Stopped, StopRequests
 from runner.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -181,8 +197,9 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
     devices = tuple(keras.distribution.list_devices())
     checks.run_checks(cfg, len(devices), jax.process_count()).raise_first()
     _phase(started, "planning the sharding")
-    the_plan, rules = make_plan(cfg, len(devices))
+    the_plan, _ = make_plan(cfg, len(devices))
     the_plan.check()
+    _log_plan_notes(the_plan)
     memory = estimate_memory(cfg, the_plan)
     _warn_if_it_may_not_fit(memory)
     if primary:
@@ -191,8 +208,17 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
         folder.write_summary({**_start_summary(cfg, Start()), **_plan_summary(the_plan, memory)})
     return Decided(folder=folder, resolved=resolved, claim=claim, primary=primary,
                    process_count=jax.process_count(), devices=devices, plan=the_plan,
-                   rules=tuple(rules), memory=memory,
+                   rules=tuple(the_plan.placement_rules()), memory=memory,
                    batch_axis_size=the_plan.axis_sizes[cfg.mesh.batch_axis], started=started)
+
+
+def _log_plan_notes(the_plan: Plan) -> None:
+    """What the layout left whole, and large variables whole on every device: a line each."""
+    log = logging.getLogger(__name__)
+    for note in the_plan.notes:
+        log.info("layout: %s", note)
+    for warning in the_plan.warnings:
+        log.warning("plan: %s", warning)
 
 
 def _phase(started: float, what: str) -> None:
@@ -210,7 +236,6 @@ def _start_summary(cfg, start: Start) -> dict:
 
 def _warn_if_it_may_not_fit(estimate: mem.Memory) -> None:
     """A warning, not an error: the estimate is approximate, and the run will say for sure."""
-    from runner.plan.report import human_bytes
 
     device = mem.local_device_memory()
     problem = mem.fit_problem(estimate, device)
@@ -251,7 +276,6 @@ def build(cfg, decided: Decided) -> Built:
 def build_data(cfg, the_plan: Plan):
     """(preprocessor, training stream, eval stream or None). dataset=synthetic needs no
     tokenizer (and imports no TensorFlow) unless there are prompts to sample."""
-    from runner.datasets import synthetic
 
     t = cfg.train
     if synthetic.is_synthetic(cfg.dataset):
@@ -341,7 +365,6 @@ def _restore(lm, checkpoint) -> tuple[Optional[str], Optional[dict]]:
     try the one before together. A failure that is not damage (memory, permissions: see
     checkpoints.damage), or a checkpoint of another model (Mismatch), is a UserError: setting
     aside a good checkpoint would throw its steps away."""
-    from runner.distributed import gather_ints
 
     problem, meta, other = None, None, None
     try:
@@ -559,8 +582,6 @@ def save_artifacts(cfg, decided: Decided, built: Built) -> dict:
                                            "alpha": model.lora_alpha_of(cfg.lora)})
         saved["merged_preset"] = str(out)
     if cfg.train.export_hf and decided.primary:
-        from runner.export.run import live_source, write
-
         _phase(decided.started, "exporting Hugging Face folders")
         saved["export"] = write(decided.folder, live_source(cfg, lm))
         log.info("exported: %s", ", ".join(f"{k} {v}" for k, v in saved["export"].items()))

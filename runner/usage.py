@@ -5,6 +5,8 @@ and conf/, so the help cannot drift from what a run accepts. Hydra's own help st
 
 from __future__ import annotations
 
+from runner.config import CONF_DIR, compose, walk_schema
+
 COMMANDS = (
     ("python -m runner [GROUP=CHOICE] [KEY=VALUE]", "train one experiment (default: the tiny "
                                                     "offline one)"),
@@ -29,8 +31,6 @@ PLUGIN_GROUPS = {"hydra/launcher": ("launchers", ["submitit_local", "slurm"]),
 def _groups() -> list[tuple[str, str, list[str]]]:
     """(group, default choice, choices) from conf/, in the table of contents' order."""
     import yaml
-
-    from runner.config import CONF_DIR
 
     defaults = {}
     for entry in yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]:
@@ -59,7 +59,6 @@ def _value(cfg, dotted: str) -> str:
 
 def text() -> str:
     """The whole help text."""
-    from runner.config import compose, walk_schema
 
     cfg = compose(())
     out = ["Declarative fine-tuning of LLMs with Keras 3 on JAX: Hydra config groups compose "
@@ -89,7 +88,6 @@ def text() -> str:
 
 def described_keys() -> list[str]:
     """Every schema key that has its one-line description (a test compares with all)."""
-    from runner.config import walk_schema
 
     return [k for k, f in walk_schema() if f.metadata.get("help")]
 

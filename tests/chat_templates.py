@@ -123,6 +123,6 @@ QWEN3 = """{%- if messages[0].role == 'system' %}
 """
 
 # hf_checkpoints kind -> (runner template name, publisher template)
-BY_KIND = {"gemma": ("gemma", GEMMA), "gemma2": ("gemma", GEMMA), "gemma3": ("gemma3", GEMMA3),
+BY_KIND = {"gemma": ("gemma", GEMMA), "gemma2": ("gemma", GEMMA), "gemma3_text": ("gemma3", GEMMA3),
            "llama": ("llama3", LLAMA3), "mistral": ("mistral", MISTRAL),
            "qwen2": ("qwen2.5", QWEN2_5), "qwen3": ("qwen3", QWEN3)}

@@ -7,23 +7,18 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from runner.families import FAMILIES
+
 VOCAB = 320  # tokenizer and model vocabulary size
 TEXT = [f"{w} {i} {w[::-1]} the quick brown fox jumps over the lazy dog {i * 7}"
         for i, w in enumerate(["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta",
                                "theta", "iota", "kappa"] * 20)]
 
-# transformers config class, extra config fields, tokenizer kind
-KINDS = {
-    "gemma": ("GemmaConfig", {"head_dim": 16}, "gemma_spm"),
-    "gemma2": ("Gemma2Config", {"head_dim": 16, "sliding_window": 32,
-                                "query_pre_attn_scalar": 16}, "gemma_spm"),
-    "gemma3": ("Gemma3TextConfig", {"head_dim": 16, "sliding_window": 32,
-                                    "query_pre_attn_scalar": 16}, "gemma_spm"),
-    "llama": ("LlamaConfig", {"rms_norm_eps": 1e-5, "rope_theta": 500000.0}, "llama3_bpe"),
-    "mistral": ("MistralConfig", {"rms_norm_eps": 1e-5}, "mistral_spm"),
-    "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}, "qwen_bpe"),
-    "qwen3": ("Qwen3Config", {"head_dim": 16}, "qwen_bpe"),
-}
+# Hugging Face model_type -> (transformers config class, extra config fields, tokenizer kind):
+# every model type of every family, as the family module states it (Family.tiny), so a new
+# family's module brings its tiny checkpoint into every test that loops over these.
+KINDS = {model_type: (tiny.config_class, tiny.fields, tiny.tokenizer)
+         for family in FAMILIES.values() for model_type, tiny in family.tiny.items()}
 
 
 def _sentencepiece(path: Path, pieces: dict, extra: list, **normalizer) -> None:

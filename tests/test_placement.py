@@ -17,8 +17,8 @@ def _built(cfg):
 
     keras.backend.clear_session()
     devices = keras.distribution.list_devices()
-    the_plan, rules = make_plan(cfg, len(devices))
-    with layout.distribution(cfg.mesh, rules, devices).scope():
+    the_plan, _ = make_plan(cfg, len(devices))
+    with layout.distribution(cfg.mesh, the_plan.placement_rules(), devices).scope():
         causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
         optimizer = optim.build_optimizer(cfg.optimizer)
         optimizer.build(causal_lm.trainable_variables)
@@ -26,9 +26,12 @@ def _built(cfg):
 
 
 @pytest.mark.parametrize("overrides", [
-    [], ["layout=gemma_model_parallel", "mesh=1x8"], ["mesh=8x1"], ["lora=none", "optimizer=sgd"],
-    ["quant=int8", "lora=rank16"], ["train.precision=bfloat16"],
-], ids=["auto-2x4", "rules-1x8", "auto-8x1", "full-sgd", "int8-lora16", "bfloat16"])
+    [], ["layout=gemma_model_parallel", "mesh=1x8"], ["mesh=8x1", "mesh.fsdp=true"],
+    ["lora=none", "optimizer=sgd"],
+    ["quant=int8", "lora=rank16"], ["train.precision=bfloat16"], ["layout=derived"],
+    ["layout=derived", "mesh=1x8"],
+], ids=["auto-2x4", "rules-1x8", "fsdp-8x1", "full-sgd", "int8-lora16", "bfloat16", "derived-2x4",
+        "derived-1x8"])
 def test_plan_equals_placement(overrides):
     from runner.plan.placement import actual_specs
 
@@ -40,6 +43,19 @@ def test_plan_equals_placement(overrides):
     assert planned == actual
     split = [p for p, s in actual.items() if any(a is not None for a in s)]
     assert split, "something must be sharded"
+
+
+@pytest.mark.parametrize("layout", ["auto", "derived"])
+def test_data_parallel_means_every_weight_whole_on_every_device(layout):
+    """mesh=data_parallel (and 8x1) set mesh.fsdp=false: the family's layout would otherwise split
+    weights along the batch axis, which is fully sharded data parallel."""
+    from runner.plan.placement import actual_specs
+
+    the_plan, variables = _built(compose("mesh=data_parallel", f"layout={layout}"))
+    assert the_plan.problems == [] and the_plan.axis_sizes == {"batch": 8, "model": 1}
+    # an axis of size 1 splits nothing: only the batch axis (8) could
+    assert all("batch" not in s for s in actual_specs(variables).values())
+    assert all("batch" not in e.spec for e in the_plan.entries)
 
 
 def test_gemma_specs_on_the_tiny_model():
@@ -64,6 +80,7 @@ LAYOUT_MODELS = {
     "gemma3_kv_replicated": ["gemma3_270m", "gemma3_1b"],
     "mistral": ["mistral_7b_en"],
     "qwen3": ["qwen3_8b_en"],  # the smaller sizes tie embeddings: no reverse_embedding to split
+    "derived": [p.stem for p in sorted((CONF / "model").glob("*.yaml"))],  # any model at all
 }
 
 

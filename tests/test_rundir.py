@@ -6,8 +6,8 @@ import fcntl
 import pytest
 
 from runner import checkpoints
-from runner.rundir import (METRICS, THROUGHPUT, RunDir, RunDirTaken, append_jsonl, claim,
-                           job_folders)
+from runner.claims import claim
+from runner.rundir import METRICS, THROUGHPUT, RunDir, RunDirTaken, append_jsonl, job_folders
 
 CONFIG = {"model": {"preset": "tiny_gemma"}, "train": {"steps": 6, "resume": True},
           "tracking": {"mode": "offline"}, "cpu_devices": 8, "seed": 0}

@@ -100,3 +100,106 @@ def test_ci_runs_the_readmes_test_command_in_a_fresh_virtual_environment():
                     and "/bin/activate" in line)
     assert venv < activate < len(ci) - 1
     assert "mktemp" in " ".join(ci[:venv + 1])  # a new folder every time, never reused
+
+
+# Libraries whose import is slow or starts a backend: a command must parse its arguments and
+# report a mistake before any of them loads (runner/startup.py), so a runner module that imports
+# them at its top is imported by the others inside the function that needs it. Nothing else is.
+HEAVY_LIBRARIES = {"keras", "keras_hub", "jax", "tensorflow", "tensorflow_datasets",
+                   "transformers", "torch", "wandb", "orbax", "optax", "matplotlib"}
+
+
+def _module_name(path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in SOURCES}
+
+
+def _runner_targets(node) -> list[str]:
+    """The runner modules an import statement loads (`from runner import x` loads runner.x)."""
+    names = []
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+            node.module.startswith("runner"):
+        names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES
+                 else node.module for a in node.names]
+    elif isinstance(node, ast.Import):
+        names = [a.name for a in node.names if a.name.startswith("runner")]
+    return [n for n in names if n in MODULES]
+
+
+def _import_graph():
+    """{module: (libraries imported at its top, runner modules imported at its top, runner
+    modules imported inside its functions)}."""
+    graph = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        libraries, top, inner = set(), set(), set()
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                libraries |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                libraries.add(node.module.split(".")[0])
+            top |= set(_runner_targets(node))
+        for function in ast.walk(tree):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(function):
+                    inner |= set(_runner_targets(node))
+        graph[name] = (libraries, top - {name}, inner - {name})
+    return graph
+
+
+def _heavy(graph) -> set[str]:
+    """Runner modules that load a heavy library when imported (themselves or through runner
+    modules they import at their top)."""
+    heavy, grown = set(), True
+    while grown:
+        grown = False
+        for name, (libraries, top, _) in graph.items():
+            if name not in heavy and (libraries & HEAVY_LIBRARIES or top & heavy):
+                heavy.add(name)
+                grown = True
+    return heavy
+
+
+def test_runner_modules_import_each_other_without_circles():
+    """Every runner -> runner import, at the top or inside a function, points down a layering:
+    no module reaches itself again (issue 24 untied rundir/checkpoints, data/chat_data,
+    model/hf.ports/hf.load)."""
+    graph = _import_graph()
+    edges = {name: top | inner for name, (_, top, inner) in graph.items()}
+    state: dict[str, str] = {}
+
+    def visit(name, path):
+        state[name] = "open"
+        for target in sorted(edges[name]):
+            if state.get(target) == "open":
+                raise AssertionError("import circle: " + " -> ".join(path + [target]))
+            if target not in state:
+                visit(target, path + [target])
+        state[name] = "done"
+
+    for name in sorted(edges):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_runner_imports_inside_functions_only_where_start_up_time_needs_them():
+    graph = _import_graph()
+    heavy = _heavy(graph)
+    hidden = sorted(f"{name} -> {target}" for name, (_, _, inner) in graph.items()
+                    for target in inner if target not in heavy)
+    assert not hidden, f"import these at the top of the file: {hidden}"
+
+
+@pytest.mark.parametrize("module", ["runner.startup", "runner.config", "runner.usage",
+                                    "runner.plan.__main__", "runner.export.__main__",
+                                    "runner.generate", "runner.rerun", "runner.report"])
+def test_commands_load_no_heavy_library_before_they_start(module):
+    code = (f"import importlib, sys; importlib.import_module({module!r}); "
+            f"print(sorted(set(sys.modules) & {set(sorted(HEAVY_LIBRARIES))!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout

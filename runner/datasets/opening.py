@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from runner.datasets import SHIPPED, hub, user_data
 from runner.errors import UserError
 from runner.network import reachable
 
@@ -41,8 +42,6 @@ def open_dataset(dataset_cfg, download: bool = True) -> Optional[Opened]:
     None when a catalog dataset is not prepared here, instead of fetching it."""
     import tensorflow_datasets as tfds
 
-    from runner.datasets import hub, user_data
-
     tfds.display_progress_bar(False)
     if dataset_cfg.files or hub.is_hub(dataset_cfg.name):
         if dataset_cfg.files:
@@ -61,8 +60,6 @@ def open_dataset(dataset_cfg, download: bool = True) -> Optional[Opened]:
 
 def _catalog_builder(dataset_cfg, download: bool):
     import tensorflow_datasets as tfds
-
-    from runner.datasets import SHIPPED
 
     if dataset_cfg.name in SHIPPED:
         importlib.import_module(SHIPPED[dataset_cfg.name])  # registers the builder with TFDS

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import string
 
+from runner import chat
+from runner.chat import ROLES
 from runner.datasets.user_data import EVAL_SPLIT, WHERE
 
 
@@ -118,8 +120,6 @@ _SHAPES = ('[{"role": ..., "content": ...}, ...] or ShareGPT\'s '
 
 
 def _chat_field_problems(dataset_cfg, opened, features) -> list[str]:
-    from runner.chat import ROLES
-
     field = messages_field(dataset_cfg, features)
     chat_fields = [k for k, v in features.items() if _is_chat_feature(v)]
     if field in features and not _is_chat_feature(features[field]):
@@ -143,8 +143,6 @@ def _chat_field_problems(dataset_cfg, opened, features) -> list[str]:
 def _conversation_problems(dataset_cfg, opened, family: str) -> list[str]:
     """Render every conversation the run reads; the first one the template refuses."""
     import tensorflow_datasets as tfds
-
-    from runner import chat
 
     try:
         template = chat.template_for(family, dataset_cfg.chat_template)

@@ -9,6 +9,8 @@ same global batch.
 
 from __future__ import annotations
 
+from runner.data import Stream
+
 NAME = "synthetic"
 
 
@@ -47,8 +49,6 @@ def build(dataset_cfg, vocabulary_size: int, batch_size: int, sequence_length: i
           seed: int):
     """The training stream (runner.data.Stream) of `steps` batches."""
     import jax
-
-    from runner.data import Stream
 
     count, index = jax.process_count(), jax.process_index()
     local = batch_size // count  # the check stage made the batch divide the batch axis

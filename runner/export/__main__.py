@@ -17,6 +17,7 @@ from pathlib import Path
 
 from runner import startup
 from runner.errors import UserError
+from runner.export.run import export
 from runner.rundir import EXPORT_LOG, RunDir
 
 
@@ -43,7 +44,6 @@ def main(argv=None) -> int:
     _needs_transformers()
     startup.start(cfg, join_program=False)
     startup.log_to_file(folder / EXPORT_LOG)
-    from runner.export.run import export
 
     for kind, path in export(folder).items():
         print(f"{kind}: {path}")

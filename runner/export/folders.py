@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+from runner.errors import UserError
+
 # What a Hugging Face checkpoint folder may hold besides weights and config.json: copied as is
 # from a Hugging Face base (they describe the tokenizer and generation, which training keeps).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
@@ -49,8 +51,6 @@ def export_tokenizer(tokenizer, out: Path) -> list[str]:
     """keras-hub's own tokenizer export (tokenizer.model / tokenizer.json / vocab.json and
     tokenizer_config.json) for a keras-hub base."""
     from keras_hub.src.utils.transformers.export.hf_exporter import export_tokenizer as upstream
-
-    from runner.errors import UserError
 
     before = set(out.iterdir())
     try:

@@ -8,7 +8,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import adapters, checkpoints, model, presets
 from runner.errors import UserError
+from runner.export import folders, peft_adapter, weights
+from runner.export.hf_config import hf_config
+from runner.hf.folder import read_config
+from runner.hf.ports import converter_ports
+from runner.presets import TRANSFORMERS, describe
 from runner.rundir import EXPORT, EXPORT_ADAPTER, EXPORT_BASE, EXPORT_MERGED, RunDir
 
 log = logging.getLogger(__name__)
@@ -37,8 +43,6 @@ def load_source(folder: RunDir) -> Source:
     """The run's base with its trained weights, on this host (no distribution)."""
     from omegaconf import OmegaConf
 
-    from runner import adapters, checkpoints, model, presets
-
     cfg = _finished_run(folder)
     described = presets.describe(cfg.model)
     lm = model.build_causal_lm(cfg.model, cfg.lora, OmegaConf.create({"mode": "none"}),
@@ -60,10 +64,6 @@ def load_source(folder: RunDir) -> Source:
 
 
 def _hf_config(source: Source) -> dict:
-    from runner.export.hf_config import hf_config
-    from runner.hf.folder import read_config
-    from runner.presets import TRANSFORMERS
-
     if source.described.kind == TRANSFORMERS:  # the user's own config.json describes it best
         config = read_config(Path(source.described.location))
         config.setdefault("architectures", _architectures(config["model_type"]))
@@ -78,9 +78,6 @@ def _architectures(model_type: str) -> list[str]:
 
 
 def _write_model(final: Path, source: Source, config: dict, tensors: dict) -> Path:
-    from runner.export import folders
-    from runner.presets import TRANSFORMERS
-
     out = folders.staged(final)
     folders.write_json(out / "config.json", config)
     folders.write_safetensors(out / "model.safetensors", tensors)
@@ -92,8 +89,6 @@ def _write_model(final: Path, source: Source, config: dict, tensors: dict) -> Pa
 
 
 def _write_adapter(final: Path, source: Source, ports, base: str) -> Path:
-    from runner.export import folders, peft_adapter
-
     tensors, fields = peft_adapter.adapter(source.causal_lm.backbone, ports)
     out = folders.staged(final)
     folders.write_json(out / "adapter_config.json", {
@@ -112,16 +107,12 @@ def export(folder: RunDir) -> dict:
 
 def live_source(cfg, causal_lm) -> Source:
     """The model a run has just trained (train.export_hf: exported before it is let go)."""
-    from runner.presets import describe
 
     return Source(cfg, describe(cfg.model), causal_lm)
 
 
 def write(folder: RunDir, source: Source) -> dict:
     """RUN_DIR/export/{merged, adapter, base} for `source`; returns {kind: path}."""
-    from runner.export import weights
-    from runner.hf.ports import converter_ports
-    from runner.presets import TRANSFORMERS
 
     root = folder / EXPORT
     config = _hf_config(source)

@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.hf.ports import converter_ports
+from runner.hf.shapes import tensor_shapes
 
 SAFETENSORS = "model.safetensors"
 INDEX = "model.safetensors.index.json"  # a sharded checkpoint: tensor -> shard file
@@ -101,8 +103,6 @@ def _architecture(hf_config: dict) -> str:
 def check(folder: Path, family: str, hf_config: dict, numbers: dict) -> None:
     """Every tensor keras-hub's converter will read is in the folder's files (the ones the index
     says), whole, with the shape config.json gives it; else one UserError line."""
-    from runner.hf.ports import converter_ports
-    from runner.hf.shapes import tensor_shapes
 
     files = weight_files(folder)
     headers = {name: read_header(path) for name, path in files.items()}

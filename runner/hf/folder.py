@@ -50,6 +50,11 @@ def keras_numbers(family: str, hf_config: dict, where: str = "config.json") -> d
     """
     import keras_hub
 
+    problem = FAMILIES[family].hf_config_problem
+    found = problem(hf_config) if problem else None
+    if found:
+        raise UserError(f"{where.rstrip('/')}/{CONFIG}: {found}; this checkpoint cannot be "
+                        "trained here exactly")
     try:
         _check_query_scale(hf_config)
         numbers = dict(converter(family).convert_backbone_config(hf_config))

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from keras_hub.src.utils.transformers.safetensor_utils import SafetensorLoader
 
-from runner import upstream
 from runner.errors import UserError
-from runner.families import FAMILIES
+from runner.families import FAMILIES, correct
 from runner.hf import folder as hf_folder
 from runner.hf.ports import port
 
@@ -61,7 +60,7 @@ def causal_lm(location: str, family: str, numbers: dict, dtype: str, preprocesso
 
     classes = FAMILIES[family]
     backbone = getattr(keras_hub.models, classes.backbone)(**numbers, dtype=dtype)
-    upstream.correct(backbone)
+    correct(backbone)
     load_weights(backbone, family, location)
     return getattr(keras_hub.models, classes.prefix + "CausalLM")(
         backbone=backbone, preprocessor=preprocessor_ or preprocessor(location, family))

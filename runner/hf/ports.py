@@ -15,12 +15,17 @@ float32 or bfloat16 checkpoint loses precision and range), and keras-hub's expor
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
+from runner.backbones import backbone_class, no_memory_scope, stable_names
 from runner.errors import UserError
+from runner.hf.folder import converter
+from runner.hf.shapes import tensor_shapes
 
 
 class _Positions(np.ndarray):
@@ -37,13 +42,20 @@ class Port:
     hf_key: str  # the transformers state-dict key, e.g. model.layers.0.self_attn.q_proj.weight
     hf_shape: tuple
     index: np.ndarray  # Keras-shaped: the flat Hugging Face position of every element
+    # None: the port covers the whole Keras variable. Else the flat Keras positions it covers,
+    # `index` giving the Hugging Face position of each: one variable stacked from several
+    # tensors (convert_mixtral stacks each layer's experts) has one port per tensor.
+    keras_positions: Optional[np.ndarray] = None
 
     def to_keras(self, hf_tensor: np.ndarray) -> np.ndarray:
         return np.asarray(hf_tensor).reshape(-1)[self.index]
 
     def to_hf(self, keras_value: np.ndarray) -> np.ndarray:
-        out = np.empty(math.prod(self.hf_shape), dtype=keras_value.dtype)
-        out[self.index.reshape(-1)] = np.asarray(keras_value).reshape(-1)
+        values = np.asarray(keras_value).reshape(-1)
+        if self.keras_positions is not None:
+            values = values[self.keras_positions]
+        out = np.empty(math.prod(self.hf_shape), dtype=values.dtype)
+        out[self.index.reshape(-1)] = values
         return out.reshape(self.hf_shape)
 
 
@@ -65,6 +77,8 @@ class _Recorder:
     def __init__(self, hf_shapes: dict):
         self.hf_shapes = hf_shapes
         self.ports: list[Port] = []
+        self._read: list[tuple] = []  # (first position, key, shape) read, not yet assigned
+        self._next = 0
 
     def _full_key(self, key: str) -> str:
         """Some converters name tensors without their prefix (convert_qwen3: "embed_tokens.weight"
@@ -82,10 +96,71 @@ class _Recorder:
         self.ports.append(port(keras_variable, key, self.hf_shapes[key], hook_fn))
 
 
+    def get_tensor(self, hf_weight_key):
+        """For converters that read tensors and assign a variable themselves: positions in one
+        space shared by every tensor read, so the assigned array says which tensor and which
+        element each Keras element is (see `assigned`)."""
+        key = self._full_key(hf_weight_key)
+        shape = tuple(int(n) for n in self.hf_shapes[key])
+        first, self._next = self._next, self._next + math.prod(shape)
+        self._read.append((first, key, shape))
+        return (first + np.arange(math.prod(shape), dtype=np.int64)).reshape(shape) \
+            .view(_Positions)
+
+    def assigned(self, variable, value) -> None:
+        """A converter's `variable.assign(array built from get_tensor's positions)`: one Port per
+        tensor it holds, each checked to be a permutation, the variable covered exactly."""
+        flat = np.asarray(value, dtype=np.int64).reshape(-1)
+        if flat.size != math.prod(variable.shape):
+            raise RuntimeError(f"keras-hub assigns {flat.size} values to {variable.path}")
+        covered, used = 0, []
+        for read in self._read:
+            first, key, shape = read
+            size = math.prod(shape)
+            where = np.nonzero((flat >= first) & (flat < first + size))[0]
+            if where.size == 0:  # read for another variable (the converter reads w1, w3, w2)
+                continue
+            used.append(read)
+            local = flat[where] - first
+            if not np.array_equal(np.sort(local), np.arange(size)):
+                raise RuntimeError(f"keras-hub's map of {key} into {variable.path} is not a "
+                                   "permutation")
+            self.ports.append(Port(variable.path, key, shape, local, keras_positions=where))
+            covered += size
+        if covered != flat.size:
+            raise RuntimeError(f"keras-hub's map of {variable.path} is not whole")
+        self._read = [read for read in self._read if read not in used]
+
+
+@contextlib.contextmanager
+def _assignments_to(recorder: _Recorder, backbone):
+    """Route `assign` of the backbone's variables to the recorder while a converter runs. The
+    converter reaches the variables through the layers' own attributes and keras offers no hook
+    on assign, so the variable classes' method is swapped for the call and put back after."""
+    classes = {type(v) for v in backbone.variables}
+    saved = {cls: cls.__dict__.get("assign") for cls in classes}
+
+    def assign(variable, value):
+        recorder.assigned(variable, value)
+        return variable
+
+    for cls in classes:
+        cls.assign = assign
+    try:
+        yield
+    finally:
+        for cls, original in saved.items():
+            if original is None:
+                del cls.assign
+            else:
+                cls.assign = original
+
+
 def record(converter, backbone, hf_config: dict, hf_shapes: dict) -> list[Port]:
     """Every Port of `backbone` (built with no LoRA, whose kernels are plain variables)."""
     recorder = _Recorder(hf_shapes)
-    converter.convert_weights(backbone, recorder, hf_config)
+    with _assignments_to(recorder, backbone):
+        converter.convert_weights(backbone, recorder, hf_config)
     return recorder.ports
 
 
@@ -93,10 +168,6 @@ def converter_ports(family: str, numbers: dict, hf_config: dict) -> list[Port]:
     """keras-hub's converter map for this architecture, recorded on a backbone with no memory and
     no LoRA (the converters port `.kernel`, which LoRA turns into a computed value) against
     transformers' tensor shapes for `hf_config` (runner.hf.shapes: no torch needed)."""
-    from runner import model
-    from runner.hf.folder import converter
-    from runner.hf.shapes import tensor_shapes
-
-    with model.no_memory_scope():
-        blank = model.backbone_class(family)(**numbers, dtype="float32")
+    with no_memory_scope(), stable_names():
+        blank = backbone_class(family)(**numbers, dtype="float32")
     return record(converter(family), blank, hf_config, tensor_shapes(hf_config))

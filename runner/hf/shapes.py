@@ -7,28 +7,25 @@ transformers' own way to get them builds the model on torch's meta device). test
 checks the table against that torch-built model for every model type the runner converts.
 
 Every layer of these decoders has the same tensors: attention projections, a gated MLP and
-RMSNorms; the model types differ in a few of them (listed in _EXTRA).
+RMSNorms; the model types differ in a few of them (each family's hf_layer_tensors).
 """
 
 from __future__ import annotations
 
 from runner.errors import UserError
+from runner.families import FAMILIES
 
-# Tensors some model types add to each layer: (name, which width from _widths).
-_EXTRA = {
-    "gemma": (),
-    "gemma2": (("pre_feedforward_layernorm.weight", "hidden"),
-               ("post_feedforward_layernorm.weight", "hidden")),
-    "gemma3_text": (("self_attn.q_norm.weight", "head"), ("self_attn.k_norm.weight", "head"),
-                    ("pre_feedforward_layernorm.weight", "hidden"),
-                    ("post_feedforward_layernorm.weight", "hidden")),
-    "llama": (),
-    "mistral": (),
-    "qwen2": (("self_attn.q_proj.bias", "query"), ("self_attn.k_proj.bias", "kv"),
-              ("self_attn.v_proj.bias", "kv")),
-    "qwen3": (("self_attn.q_norm.weight", "head"), ("self_attn.k_norm.weight", "head")),
-}
-MODEL_TYPES = tuple(_EXTRA)
+
+def _family_of(model_type: str):
+    return next(f for f in FAMILIES.values() if model_type in f.hf_model_types)
+
+
+def _extra_tensors() -> dict:
+    """model_type -> tensors its layers add, as each family states (Family.hf_layer_tensors)."""
+    return {t: extra for f in FAMILIES.values() for t, extra in f.hf_layer_tensors.items()}
+
+
+MODEL_TYPES = tuple(_extra_tensors())
 
 
 def _widths(hf_config: dict) -> dict:
@@ -43,7 +40,8 @@ def tensor_shapes(hf_config: dict) -> dict[str, tuple]:
     """{state-dict key: shape} of transformers' causal LM for `hf_config` (lm_head included
     even where it is tied to the embeddings: the converters ask for it only when it is not)."""
     model_type = hf_config.get("model_type")
-    if model_type not in _EXTRA:
+    extra = _extra_tensors()
+    if model_type not in extra:
         raise UserError(f"model_type '{model_type}' has no tensor table here; supported: "
                         f"{list(MODEL_TYPES)}")
     try:
@@ -52,17 +50,19 @@ def tensor_shapes(hf_config: dict) -> dict[str, tuple]:
     except KeyError as missing:
         raise UserError(f"config.json has no {missing} field, which a {model_type} model "
                         "needs") from None
+    moe = _family_of(model_type).hf_mlp_tensors
+    mlp = moe(w, hf_config) if moe else {"mlp.gate_proj.weight": (w["ffw"], w["hidden"]),
+                                         "mlp.up_proj.weight": (w["ffw"], w["hidden"]),
+                                         "mlp.down_proj.weight": (w["hidden"], w["ffw"])}
     per_layer = {
         "self_attn.q_proj.weight": (w["query"], w["hidden"]),
         "self_attn.k_proj.weight": (w["kv"], w["hidden"]),
         "self_attn.v_proj.weight": (w["kv"], w["hidden"]),
         "self_attn.o_proj.weight": (w["hidden"], w["query"]),
-        "mlp.gate_proj.weight": (w["ffw"], w["hidden"]),
-        "mlp.up_proj.weight": (w["ffw"], w["hidden"]),
-        "mlp.down_proj.weight": (w["hidden"], w["ffw"]),
+        **mlp,
         "input_layernorm.weight": (w["hidden"],),
         "post_attention_layernorm.weight": (w["hidden"],),
-        **{name: (w[width],) for name, width in _EXTRA[model_type]},
+        **{name: (w[width],) for name, width in extra[model_type]},
     }
     shapes = {"model.embed_tokens.weight": (w["vocab"], w["hidden"])}
     for i in range(layers):

@@ -15,6 +15,7 @@ where JAX put every variable.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -42,6 +43,12 @@ class Plan:
     problems: list[str]
     axis_sizes: dict[str, int]
     dimensions: Optional[object] = None  # runner.plan.memory.Dimensions, for activation memory
+    # What the layout left whole that it was meant to split (a single kv head on a model axis
+    # of 4), one line per layer pattern: the run goes ahead.
+    notes: list[str] = dataclasses.field(default_factory=list)
+    # Variables left whole on every device at plan.large_replicated_mb or more: the run goes
+    # ahead, but the memory is likely not what the user meant (an 8B Llama's 2 GB LM head).
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def weights(self) -> list[Entry]:
@@ -54,6 +61,13 @@ class Plan:
     @property
     def trainable_params(self) -> int:
         return sum(math.prod(e.shape) for e in self.weights if e.trainable)
+
+    def placement_rules(self) -> list[Rule]:
+        """The plan's specs as exact-path rules for keras' LayoutMap, where an exact key wins
+        over every pattern: variables are placed as planned by construction. Whole variables
+        need no entry (keras replicates what no rule matches)."""
+        return [Rule(name=e.rule, pattern=e.path, axes=e.spec, origin="plan")
+                for e in self.entries if e.kind != "optimizer" and any(e.spec)]
 
     def check(self) -> None:
         """Raise UserError naming the first problem (and how many more there are)."""
@@ -114,20 +128,39 @@ def write_tsv(plan: Plan, path) -> None:
 
 
 def _itemsize(dtype: str) -> int:
-    import numpy as np
-
     import ml_dtypes  # noqa: F401  (registers bfloat16 etc. with numpy)
+    import numpy as np
 
     return np.dtype(dtype).itemsize
 
 
 def _unsplit_fix(rule: Rule, dim: int) -> str:
-    """How to leave one dimension unsplit: edit the rule, or (for layout=auto) write rules."""
-    if rule.origin.startswith("layout.rules."):
-        return f"null for dimension {dim} in {rule.origin}.axes"
-    return (f"layout rules that leave dimension {dim} unsplit (a file in conf/layout/ such as "
-            "layout=gemma_kv_replicated or layout=gemma3_kv_replicated, or layout.source=rules "
-            "with your own layout.rules)")
+    """How to leave one dimension unsplit: edit the rule, or let the layout fit the mesh."""
+    return (f"null for dimension {dim} in {rule.origin}.axes, or layout=auto (the family's own "
+            "layout) or layout=derived, which leave such a dimension whole themselves")
+
+
+def _fitted(rule: Optional[Rule], path: str, shape, axis_sizes, notes: _Problems
+            ) -> Optional[Rule]:
+    """An adjustable rule (layout=auto) with each axis that does not divide its dimension left
+    out for this variable, noted; other rules as they are."""
+    if rule is None or not rule.adjustable or len(rule.axes) != len(shape):
+        return rule
+    axes = list(rule.axes)
+    for dim, (size, axis) in enumerate(zip(shape, rule.axes)):
+        if axis in axis_sizes and size % axis_sizes[axis]:
+            axes[dim] = None
+            notes.add(f"{rule.origin}: {WHERE} dimension {dim} (size {size}) does not divide "
+                      f"mesh axis '{axis}' ({axis_sizes[axis]}): left whole along it", path)
+    return dataclasses.replace(rule, axes=tuple(axes)) if tuple(axes) != rule.axes else rule
+
+
+def _large_replicated(entries: list[Entry], limit: int, warnings: _Problems) -> None:
+    for e in entries:
+        if e.kind != "optimizer" and not any(e.spec) and e.bytes_per_device >= limit:
+            warnings.add(f"{WHERE} is whole on every device ({e.bytes_per_device / 2**20:,.0f} "
+                         "MB each): add a layout rule that splits it, or use layout=derived "
+                         "(plan.large_replicated_mb sets this warning's size)", e.path)
 
 
 def _variable_problems(problems: _Problems, path, shape, rule: Optional[Rule], axis_sizes):
@@ -162,11 +195,12 @@ def _entry(path, shape, dtype, kind, trainable, rule, axis_sizes) -> Entry:
 
 def plan_variables(variables, optimizer_variables, rules: Sequence[Rule],
                    axis_sizes: dict[str, int], batch_size: Optional[int] = None,
-                   batch_axis: Optional[str] = None) -> Plan:
+                   batch_axis: Optional[str] = None, large_replicated_bytes: int = 64 * 2**20
+                   ) -> Plan:
     """variables: the model's (stateless) variables; optimizer_variables: the optimizer's,
     built over the trainable ones. Optimizer slots take their reference variable's layout,
     as keras BaseOptimizer.add_variable_from_reference does."""
-    problems = _Problems()
+    problems, notes, warnings = _Problems(), _Problems(), _Problems()
     entries: list[Entry] = []
     used: set[str] = set()
     seen_patterns: dict[str, str] = {}
@@ -183,7 +217,7 @@ def plan_variables(variables, optimizer_variables, rules: Sequence[Rule],
             problems.add(f"{WHERE} is matched by {len(hits)} rules "
                          f"({', '.join(r.origin for r in hits)}); make the patterns disjoint",
                          v.path)
-        rule = hits[0] if len(hits) == 1 else None
+        rule = _fitted(hits[0] if len(hits) == 1 else None, v.path, v.shape, axis_sizes, notes)
         used.update(r.name for r in hits)
         _variable_problems(problems, v.path, v.shape, rule, axis_sizes)
         kind = "lora" if "lora_kernel" in v.path else "weight"
@@ -202,7 +236,7 @@ def plan_variables(variables, optimizer_variables, rules: Sequence[Rule],
 
     repeated = {r.name for r in rules if seen_patterns[r.pattern] != r.origin}
     for rule in rules:
-        if rule.name not in used and rule.name not in repeated:
+        if rule.name not in used and rule.name not in repeated and not rule.adjustable:
             problems.add(
                 f"{rule.origin} (pattern {rule.pattern!r}) matches no variable of this model, so "
                 "what it was meant to split stays replicated; fix the pattern (it must match the "
@@ -214,4 +248,6 @@ def plan_variables(variables, optimizer_variables, rules: Sequence[Rule],
             problems.add(
                 f"train.batch_size={batch_size} does not divide by the mesh's batch axis "
                 f"'{batch_axis}' (size {n}); use a multiple of {n}")
-    return Plan(entries=entries, problems=problems.lines(), axis_sizes=dict(axis_sizes))
+    _large_replicated(entries, large_replicated_bytes, warnings)
+    return Plan(entries=entries, problems=problems.lines(), axis_sizes=dict(axis_sizes),
+                notes=notes.lines(), warnings=warnings.lines())

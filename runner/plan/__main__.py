@@ -21,6 +21,14 @@ import time
 from pathlib import Path
 
 from runner import startup
+from runner.checks import run_checks
+from runner.config import compose, validate
+from runner.model import backbone_class, dtype_policy
+from runner.plan import memory as mem
+from runner.plan import report
+from runner.plan.assemble import estimate_memory, make_plan, own_layout
+from runner.plan.compiled import compile_train_step
+from runner.presets import describe
 
 
 def _parse(argv):
@@ -55,23 +63,18 @@ def planned_devices(cfg) -> tuple[int, int]:
 
 
 def _layout_source(cfg) -> str:
-    from runner.families import FAMILIES
-    from runner.model import backbone_class
-    from runner.presets import describe
-
     if cfg.layout.source != "auto":
-        return "layout.rules"
-    family = describe(cfg.model).family
-    cls = backbone_class(family)
-    if hasattr(cls, "get_layout_map"):
+        return f"layout.source={cfg.layout.source}"
+    cls = backbone_class(describe(cfg.model).family)
+    own = own_layout(cls)
+    if own == "keras-hub":
         return f"layout=auto, {cls.__name__}.get_layout_map"
-    return f"layout=auto, conf/layout/{FAMILIES[family].auto_layout_file}.yaml"
+    if own == "derived":
+        return f"layout=auto, derived (no layout map for {cls.__name__})"
+    return f"layout=auto, conf/layout/{own}.yaml"
 
 
 def _header(cfg, n_devices: int, rules) -> list[str]:
-    from runner.model import dtype_policy
-    from runner.presets import describe
-
     described = describe(cfg.model)
     lora = f"LoRA rank {cfg.lora.rank}" if cfg.lora.rank else "no LoRA (every weight trains)"
     return [
@@ -87,9 +90,6 @@ def _header(cfg, n_devices: int, rules) -> list[str]:
 def plan_for(cfg) -> dict:
     """Everything `python -m runner.plan` prints, as objects (tests call this too): the check
     stage's problems and notes (runner/checks.py), then the plan's own and the memory fit."""
-    from runner.checks import run_checks
-    from runner.plan import memory as mem
-    from runner.plan.assemble import estimate_memory, make_plan
 
     n_devices, local = planned_devices(cfg)
     findings = run_checks(cfg, n_devices, for_training=False)
@@ -120,12 +120,10 @@ def _peak_rss_gb() -> float:
 def main(argv=None) -> int:
     start = time.time()
     args = _parse(argv)
-    from runner.config import compose, validate
 
     cfg = compose(args.overrides, job_name="plan")
     validate(cfg)
     startup.start(cfg, join_program=False)
-    from runner.plan import report
 
     result = plan_for(cfg)
     the_plan = result["plan"]
@@ -139,12 +137,11 @@ def main(argv=None) -> int:
           "memory (no weights built).")
     compiled = None
     if args.compile:  # a step that does not fit is still worth sizing; a broken plan is not
-        from runner.plan.compiled import compile_train_step
 
         if [p for p in the_plan.problems if p != result["fit"]]:
             print("Not compiled (--compile): fix the problems above first.")
         else:
-            compiled = compile_train_step(cfg, the_plan, result["rules"], result["n_devices"])
+            compiled = compile_train_step(cfg, the_plan, result["n_devices"])
             print(report.render_compiled(compiled, result["memory"]))
     if args.json:
         out = report.as_json(the_plan, result["memory"], result["device"], result["fits"])

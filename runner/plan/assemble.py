@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 
 from runner import layout, mesh, model, optim
+from runner.derived_layout import derive
+from runner.errors import UserError
+from runner.families import by_backbone
 from runner.plan import Plan, plan_variables
 from runner.plan import memory as mem
 
@@ -19,16 +22,54 @@ def abstract_optimizer_variables(optimizer_cfg, trainable_variables):
     return optimizer.variables
 
 
+def own_layout(backbone_cls) -> str:
+    """What layout=auto means for this backbone: "keras-hub" (its get_layout_map), a conf/layout
+    file name, or "derived" (its family states none, or keras-hub has no map for it)."""
+    family = by_backbone(backbone_cls.__name__)
+    choice = family.auto_layout if family else "derived"
+    if choice == "keras-hub" and not hasattr(backbone_cls, "get_layout_map"):
+        return "derived"
+    return choice
+
+
+def configured_rules(layout_cfg, mesh_cfg, backbone, axis_sizes: dict[str, int]
+                     ) -> tuple[list[layout.Rule], list[str]]:
+    """(the rules a run uses, notes on what they leave whole): layout.rules as written
+    (source=rules), the family's own layout (auto), or rules derived from the variables."""
+    if layout_cfg.source == "rules":
+        return [layout.parse_rule(name, rule) for name, rule in layout_cfg.rules.items()], []
+    if layout_cfg.rules:
+        raise UserError(
+            f"layout.rules is set but layout.source={layout_cfg.source} ignores it; use "
+            "layout.source=rules (a rules file such as layout=gemma_model_parallel) to apply "
+            "your own rules")
+    choice = "derived" if layout_cfg.source == "derived" else own_layout(type(backbone))
+    if choice == "derived":
+        return derive(backbone.variables, axis_sizes, mesh_cfg.model_axis, mesh_cfg.batch_axis,
+                      bool(mesh_cfg.fsdp), int(layout_cfg.min_split_elements))
+    if choice == "keras-hub":
+        rules = layout.keras_hub_rules(type(backbone), axis_sizes, mesh_cfg.model_axis,
+                                       mesh_cfg.batch_axis)
+    else:
+        rules = layout.file_rules(choice, type(backbone).__name__)
+    if not mesh_cfg.fsdp:
+        rules = layout.without_axis(rules, mesh_cfg.batch_axis)
+    return rules, []
+
+
 def make_plan(cfg, n_devices: int) -> tuple[Plan, list[layout.Rule]]:
     """The sharding plan of the run `cfg` describes on n_devices, and the layout rules behind it.
-    A stage of the run (like train.run), so it reads the groups it needs from the config."""
+    A stage of the run (like train.run), so it reads the groups it needs from the config.
+    Place variables with `the_plan.placement_rules()`: the plan's own specs, exactly."""
     axis_sizes = mesh.axis_sizes(cfg.mesh, n_devices)
     backbone = model.abstract_backbone(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
-    rules = layout.configured_rules(cfg.layout, type(backbone), axis_sizes, cfg.mesh)
+    rules, notes = configured_rules(cfg.layout, cfg.mesh, backbone, axis_sizes)
     opt_vars = abstract_optimizer_variables(cfg.optimizer, backbone.trainable_variables)
     the_plan = plan_variables(backbone.variables, opt_vars, rules, axis_sizes,
-                              batch_size=cfg.train.batch_size, batch_axis=cfg.mesh.batch_axis)
-    return dataclasses.replace(the_plan, dimensions=model.dimensions(backbone)), rules
+                              batch_size=cfg.train.batch_size, batch_axis=cfg.mesh.batch_axis,
+                              large_replicated_bytes=int(cfg.plan.large_replicated_mb * 2**20))
+    return dataclasses.replace(the_plan, dimensions=model.dimensions(backbone),
+                               notes=notes + the_plan.notes), rules
 
 
 def estimate_memory(cfg, the_plan: Plan) -> mem.Memory:

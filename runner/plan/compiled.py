@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from runner import layout, model, objective, optim
 from runner.errors import UserError
+from runner.presets import describe
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,9 @@ def _abstract_model(cfg, batch):
     """The run's CausalLM, compiled with its optimizer and metrics; the weights and optimizer
     slots without memory (the task's, optimizer's and metrics' scalars are real: Keras creates
     them with values, which a StatelessScope refuses)."""
-    from runner import model, objective, optim
-    from runner.presets import describe
 
     described = describe(cfg.model)
-    with model.remat_scope(cfg.train.remat, described.numbers.get("num_layers", 0)):
+    with model.remat_scope(cfg.train.remat, described):
         backbone = model.abstract_backbone(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
         lm = model.causal_lm_class(described.family)(backbone=backbone, preprocessor=None)
     optimizer = optim.build_optimizer(cfg.optimizer, cfg.train.steps or 1)
@@ -71,13 +71,11 @@ def _abstract_model(cfg, batch):
     return lm
 
 
-def compile_train_step(cfg, the_plan, rules, n_devices: int) -> CompiledMemory:
+def compile_train_step(cfg, the_plan, n_devices: int) -> CompiledMemory:
     """Lower and compile the run's train step on this machine's devices (there must be as many
     as the mesh has: on CPU, set cpu_devices=N)."""
     import jax
     import keras
-
-    from runner import layout
 
     devices = keras.distribution.list_devices()
     if len(devices) != n_devices:
@@ -85,7 +83,7 @@ def compile_train_step(cfg, the_plan, rules, n_devices: int) -> CompiledMemory:
                         f"has {len(devices)}; on CPU set cpu_devices={n_devices} (virtual "
                         "devices), or compile where the mesh's devices are")
     started = time.time()
-    distribution = layout.distribution(cfg.mesh, rules, devices)
+    distribution = layout.distribution(cfg.mesh, the_plan.placement_rules(), devices)
     with distribution.scope():
         batch = _abstract_batch(distribution, cfg.train.batch_size, cfg.train.sequence_length)
         lm = _abstract_model(cfg, batch)

@@ -100,11 +100,19 @@ def render(plan: Plan, memory: Memory, device: DeviceMemory, header: list[str],
         lines.append(f"Device memory: {human_bytes(device.bytes)} ({device.source}): {verdict}, "
                      f"{100 * used:.1f}% used (fits means at most {100 - 100 * HEADROOM:.0f}%)")
     lines.append("")
+    if plan.notes:
+        lines.append("Layout notes (left whole where a dimension does not divide its axis):")
+        lines += [f"  - {n}" for n in plan.notes]
+    if plan.warnings:
+        lines.append(f"Warnings ({len(plan.warnings)}): the run can start, but check these:")
+        lines += [f"  - {w}" for w in plan.warnings]
     if plan.problems:
         lines.append(f"Problems ({len(plan.problems)}), each with its fix:")
         lines += [f"  - {p}" for p in plan.problems]
-    else:
+    elif not plan.warnings:
         lines.append("No problems found.")
+    else:
+        lines.append("No problems that stop the run; see the warnings above.")
     return "\n".join(lines)
 
 
@@ -121,6 +129,8 @@ def as_json(plan: Plan, memory: Memory, device: DeviceMemory, fits) -> dict:
         "device_memory": asdict(device),
         "fits": fits,
         "problems": plan.problems,
+        "warnings": plan.warnings,
+        "layout_notes": plan.notes,
         "entries": [entry(e) for e in plan.entries],
     }
 

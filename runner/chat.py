@@ -163,6 +163,8 @@ TEMPLATES: dict[str, Callable] = {
     "gemma": gemma, "gemma3": gemma3, "llama3": llama3, "mistral": mistral, "chatml": chatml,
     "qwen2": qwen2, "qwen2.5": qwen2_5, "qwen3": qwen3,
 }
+
+
 def template_for(family: str, chosen: Optional[str]) -> str:
     """The template name a run uses, or a ValueError saying why it cannot."""
     own = FAMILIES[family]

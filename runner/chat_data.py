@@ -91,7 +91,6 @@ def chat_examples(ds, dataset_cfg, field: str, tokenizer, sequence_length: int):
     runner.datasets.problems.messages_field), packed to sequence_length + 1."""
     import tensorflow as tf
 
-
     try:
         template = chat.template_for(family_of(tokenizer), dataset_cfg.chat_template)
         ids = special_ids(tokenizer, template)

@@ -13,16 +13,17 @@ an unquantized base and one process), and, for a run, the tracking mode. The sha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from runner import config, mesh, model, optim
 from runner.datasets import synthetic
 from runner.datasets.opening import label, open_dataset
-from runner.datasets.problems import problems as dataset_problems
 from runner.errors import UserError
+from runner.formats import dataset_problems
 from runner.hf import files
 from runner.hf.folder import read_config, tokenizer_problem
 from runner.model import random_weights
-from runner.presets import TRANSFORMERS, describe, resolve_preset
+from runner.presets import TRANSFORMERS, Described, describe, resolve_preset
 from runner.tracking import preflight
 
 
@@ -30,6 +31,9 @@ from runner.tracking import preflight
 class Findings:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be checked here, and why
+    # The preset described once (runner.presets.describe) for every later stage; None when it
+    # cannot be (a problem says why).
+    described: Optional[Described] = None
 
     def raise_first(self) -> None:
         if self.problems:
@@ -51,7 +55,6 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     """Every check that needs no weights, for a run on n_devices. for_training=False (planning):
     a dataset that is not prepared here is a note, not a problem, and nothing is downloaded;
     tracking is not checked."""
-
     problems: list[str] = []
     _collect(problems, config.validate, cfg)
     try:
@@ -61,7 +64,12 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
         model_axis_size = 1
     _collect(problems, model.check_supported, cfg.quant, cfg.lora, model_axis_size)
     _collect(problems, optim.check, cfg.optimizer)
-    _collect(problems, _preset, cfg.model, for_training)
+    described = None
+    try:
+        described = describe(cfg.model)
+        _preset(cfg.model, described, for_training)
+    except UserError as exc:
+        problems.append(str(exc))
     _collect(problems, _artifacts, cfg, process_count)
     if for_training:
         _collect(problems, preflight, cfg.tracking)
@@ -69,7 +77,7 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
 
     if synthetic.is_synthetic(cfg.dataset):
         problems += synthetic.problems(cfg.dataset, cfg.train.steps, cfg.generate.prompts)
-        return Findings(problems, notes)
+        return Findings(problems, notes, described)
     try:
         opened = open_dataset(cfg.dataset, download=for_training)
     except UserError as exc:
@@ -79,26 +87,16 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
             notes.append(f"dataset {label(cfg.dataset)} is not prepared here, so its splits "
                          "and fields were not checked")
         else:
-            problems += dataset_problems(cfg.dataset, opened, _family(cfg.model))
-    return Findings(problems, notes)
+            problems += dataset_problems(cfg.dataset, opened,
+                                         described.family if described else None)
+    return Findings(problems, notes, described)
 
 
-def _family(model_cfg):
-    """The model's family, or None when it cannot be told (the preset check says why)."""
-
-    try:
-        return describe(model_cfg).family
-    except UserError:
-        return None
-
-
-def _preset(model_cfg, for_training: bool) -> None:
+def _preset(model_cfg, described: Described, for_training: bool) -> None:
     """The preset is a checkpoint the runner can read (runner.presets.describe), and a Hugging
     Face folder has its tokenizer files. A plan may describe it from its model file; a run
     needs the preset itself here."""
     from pathlib import Path
-
-    described = describe(model_cfg)
 
     random = random_weights(model_cfg)  # the architecture is enough (and a tokenizer)
     if for_training and described.location is None and not random:
@@ -109,13 +107,11 @@ def _preset(model_cfg, for_training: bool) -> None:
         if problem:
             raise UserError(problem)
         if not random:  # the weight files: present, whole, and what config.json says
-
             files.check(folder, described.family, read_config(folder), described.numbers)
 
 
 def _artifacts(cfg, process_count: int) -> None:
     """What the run must write at its end, checked before it starts rather than after it trains."""
-
     if random_weights(cfg.model):
         for wanted in ("export_hf", "save_merged_preset"):
             if cfg.train[wanted]:

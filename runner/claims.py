@@ -69,7 +69,6 @@ def claim(folder: RunDir, resolved: dict, resume) -> Claim:
     """Lock the folder and say what to do with what it holds. A folder holding a run of another
     experiment is refused; so is any run when resume is off (false). Nothing in it is changed
     here."""
-
     folder.path.mkdir(parents=True, exist_ok=True)
     lock = _lock(folder)
     try:

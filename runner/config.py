@@ -671,12 +671,25 @@ def operational_keys(cls=None, prefix: str = "") -> list[str]:
     return found
 
 
+def _with_defaults(resolved: dict) -> dict:
+    """A resolved config with the keys the schema gained since it was written at their
+    defaults (a run started before mesh.fsdp existed resumes as the same run); as it is when
+    the schema cannot read it (a key it no longer has: the comparison then says which)."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), resolved)
+        return OmegaConf.to_container(merged, resolve=True, enum_to_str=True)
+    except Exception:  # noqa: BLE001 - any schema mismatch: compare the file as written
+        return copy.deepcopy(resolved)
+
+
 def experiment_part(resolved: dict) -> dict:
     """The resolved config without its operational keys: what decides "the same run" for
     resume, rerun and a re-launched sweep (tracking mode, devices, caches do not)."""
-    import copy
-
-    out = copy.deepcopy(resolved)
+    out = _with_defaults(resolved)
     for dotted in operational_keys():
         *parents, last = dotted.split(".")
         node = out

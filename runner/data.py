@@ -6,15 +6,12 @@ batches in the same order (shuffle is seeded, maps keep order), which exact repr
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from runner.chat_data import chat_examples
 from runner.datasets.opening import label, open_dataset
-from runner.datasets.problems import messages_field
 from runner.errors import UserError
-from runner.fixed_width import fit_to_width
+from runner.formats import FORMATS
 
 
 @dataclass(frozen=True)
@@ -55,63 +52,6 @@ class Stream:
         return self.replay(step) if self.replay is not None else self.dataset.skip(step)
 
 
-def _render(template: str, key: str, features):
-    """A Python format string over string features -> a function of a TFDS example."""
-    import tensorflow as tf
-
-    parts = []  # (is a feature name?, text)
-    for literal, field, spec, conv in string.Formatter().parse(template):
-        if literal:
-            parts.append((False, literal))
-        if field is None:
-            continue
-        if spec or conv or field not in features:  # the check stage reported it before
-            raise UserError(f"{key}={template!r}: {{{field}}} is not a text feature")
-        parts.append((True, field))
-
-    def render(example):
-        pieces = [example[text] if is_field else tf.constant(text) for is_field, text in parts]
-        return tf.strings.join(pieces) if pieces else tf.constant("")
-    return render
-
-
-def _text_examples(ds, dataset_cfg, features, preprocessor, sequence_length: int):
-    """format=text: (text, its length in tokens) per example; keras-hub's preprocessor packs the
-    texts of a batch later (loss on every real token). The length, [bos] + tokens + [eos], is
-    what must fit sequence_length + 1."""
-    import tensorflow as tf
-
-    field, tokenizer = dataset_cfg.text_field, preprocessor.tokenizer
-    return ds.map(lambda ex: (ex[field], tf.shape(tokenizer(ex[field]))[0] + 2),
-                  num_parallel_calls=tf.data.AUTOTUNE), False
-
-
-def _prompt_response_examples(ds, dataset_cfg, features, tokenizer, sequence_length: int):
-    """format=prompt_response: token ids [bos] + prompt + response (+ eos), with sample weight
-    1 only where the *target* is a response token, so the prompt costs no loss.
-
-    keras-hub's Gemma preprocessor takes no prompt/response pairs, so the mask is built here.
-    """
-    import tensorflow as tf
-
-    prompt_of = _render(dataset_cfg.prompt_template, "dataset.prompt_template", features)
-    response_of = _render(dataset_cfg.response_template, "dataset.response_template", features)
-    bos, eos, pad = tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id
-    width = sequence_length + 1
-    add_eos = bool(dataset_cfg.add_eos)
-
-    def pack(example):
-        prompt = tf.cast(tokenizer(prompt_of(example)), "int32")
-        response = tf.cast(tokenizer(response_of(example)), "int32")
-        head = tf.concat([[bos], prompt], 0)
-        tail = tf.concat([response, [eos]], 0) if add_eos else response
-        ids = tf.concat([head, tail], 0)
-        weights = tf.concat([tf.zeros_like(head, "float32"), tf.ones_like(tail, "float32")], 0)
-        return fit_to_width(ids, weights, width, pad)
-
-    return ds.map(pack, num_parallel_calls=tf.data.AUTOTUNE), True
-
-
 def _counted(ds, drop: bool, width: int):
     """(example, length) pairs -> (the examples, dropping those over `width` if drop; Counts).
     Counting reads the whole split once, before training (dropping needs the kept count for the
@@ -140,14 +80,8 @@ def _examples(opened, dataset_cfg, split, preprocessor, sequence_length):
     if dataset_cfg.take:
         ds = ds.take(dataset_cfg.take)
     features = builder.info.features
-    if dataset_cfg.format == "prompt_response":
-        ds, packed = _prompt_response_examples(ds, dataset_cfg, features, preprocessor.tokenizer,
-                                               sequence_length)
-    elif dataset_cfg.format == "chat":
-        ds, packed = chat_examples(ds, dataset_cfg, messages_field(dataset_cfg, features),
-                                   preprocessor.tokenizer, sequence_length)
-    else:
-        ds, packed = _text_examples(ds, dataset_cfg, features, preprocessor, sequence_length)
+    ds, packed = FORMATS[str(dataset_cfg.format)].examples(ds, dataset_cfg, features, preprocessor,
+                                                            sequence_length)
     ds = ds.cache()  # tokenized once, reused by every epoch and evaluation
     ds, counts = _counted(ds, dataset_cfg.too_long == "drop", sequence_length + 1)
     logging.getLogger(__name__).info("%s", counts.line(f"{opened.label}[{split}]",

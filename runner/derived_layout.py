@@ -30,8 +30,9 @@ ORIGIN = "layout=derived"
 
 
 def hidden_size(shapes: list[tuple]) -> Optional[int]:
-    """The dimension size most weights share: the model's residual width."""
-    counts = Counter(n for shape in shapes if len(shape) >= 2 for n in set(shape))
+    """The dimension size most weights share: the model's residual width (sizes of 1, the
+    reduced axes of quantization scales, do not count)."""
+    counts = Counter(n for shape in shapes if len(shape) >= 2 for n in set(shape) if n > 1)
     return counts.most_common(1)[0][0] if counts else None
 
 
@@ -63,11 +64,13 @@ def _axes_for(shape: tuple, hidden: Optional[int], model: tuple, batch: Optional
 
 
 def derive(variables, axis_sizes: dict, model_axis: str, batch_axis: str, fsdp: bool,
-           min_elements: int) -> tuple[list[Rule], list[str]]:
+           min_elements: int, hidden: Optional[int] = None) -> tuple[list[Rule], list[str]]:
     """(rules, notes) for these (stateless) variables: one rule per layer pattern whose
-    variables are split, and one note per layer pattern left whole along an axis."""
+    variables are split, and one note per layer pattern left whole along an axis. `hidden`:
+    the backbone's own hidden_dim where it states one (every keras-hub LM does), else the size
+    most weights share."""
     weights = [v for v in variables if "lora_kernel" not in v.path]
-    hidden = hidden_size([tuple(v.shape) for v in weights])
+    hidden = hidden or hidden_size([tuple(v.shape) for v in weights])
     model = (model_axis, axis_sizes.get(model_axis, 1))
     batch = (batch_axis, axis_sizes.get(batch_axis, 1)) if fsdp else None
     by_pattern: dict[str, tuple] = {}
@@ -86,8 +89,8 @@ def derive(variables, axis_sizes: dict, model_axis: str, batch_axis: str, fsdp: 
             notes.setdefault(pattern, why)
     split = [(pattern, axes) for pattern, axes in by_pattern.items()
              if any(a is not None for a in axes)]
-    rules = [Rule(name=f"derived_{i}", pattern=_regex(pattern), axes=axes, origin=ORIGIN)
-             for i, (pattern, axes) in enumerate(split)]
+    rules = [Rule(name=f"derived_{i}", pattern=_regex(pattern), axes=axes, origin=ORIGIN,
+                  adjustable=True) for i, (pattern, axes) in enumerate(split)]
     count = Counter(layer_pattern(v.path) for v in weights)
     lines = [f"{ORIGIN}: {p}{f' ({count[p]} variables)' if count[p] > 1 else ''} "
              + "; ".join(why) for p, why in notes.items()]

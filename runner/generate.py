@@ -16,6 +16,7 @@ from pathlib import Path
 
 from runner import adapters, generation, layout, model, startup
 from runner.plan.assemble import make_plan
+from runner.presets import describe
 from runner.rundir import RunDir
 
 
@@ -34,11 +35,13 @@ def reload_and_generate(cfg, folder: RunDir, prompts, max_length) -> dict:
     import keras
 
     devices = keras.distribution.list_devices()
-    the_plan, _ = make_plan(cfg, len(devices))
+    described = describe(cfg.model)  # once, for the plan and the model
+    the_plan, _ = make_plan(cfg, len(devices), described)
     the_plan.check()
     batch_axis_size = the_plan.axis_sizes[cfg.mesh.batch_axis]
     with layout.distribution(cfg.mesh, the_plan.placement_rules(), devices).scope():
-        causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
+        causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
+                                          described=described)
         causal_lm.compile(sampler=generation.build_sampler(
             cfg.generate, cfg.seed, generation.vocabulary_limit(causal_lm)))
         probe_prompts = list(cfg.generate.prompts) or ["The"]

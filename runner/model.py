@@ -68,7 +68,7 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
     keras-hub's Backbone.enable_lora takes no alpha (it leaves alpha = rank); the layers'
     own scale is `lora_alpha / lora_rank`, read at call time, so setting it afterwards is exact.
     """
-    if lora_cfg.rank <= 0:
+    if lora_cfg is None or lora_cfg.rank <= 0:  # None: no LoRA (an export's base)
         return []
     targets = list(lora_cfg.targets) if lora_cfg.targets else backbone.default_lora_layer_names()
     backbone.enable_lora(lora_cfg.rank, target_layer_names=targets)
@@ -92,7 +92,7 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
 def _quantize(backbone, quant_cfg) -> None:
     import warnings
 
-    mode = quant_cfg.mode
+    mode = quant_cfg.mode if quant_cfg is not None else "none"  # None: not quantized
     if mode != "none":
         with warnings.catch_warnings():  # "RMSNormalization has no quantize method": expected
             warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
@@ -113,14 +113,14 @@ def remat_scope(remat, described):
     return keras.RematScope(mode="list_of_layers", layer_names=names)
 
 
-def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
+def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision, described=None):
     """The backbone with shapes, paths, quantized and LoRA variables but no memory behind them,
     built from the preset's numbers (runner.presets.describe: no weights are read).
 
     keras.StatelessScope(initialize_variables=False) keeps initializers from running, so a 27B
     architecture costs seconds and no weight memory.
     """
-    described = describe(model_cfg)
+    described = described or describe(model_cfg)
     with no_memory_scope(), stable_names():
         backbone = backbone_class(described.family)(**described.numbers,
                                                     dtype=dtype_policy(precision))
@@ -132,7 +132,6 @@ def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision):
 
 def dimensions(backbone):
     """The sizes activation memory depends on, from the backbone's config (None: unknown)."""
-
     family = by_backbone(type(backbone).__name__)
     if family is None:
         return None
@@ -142,19 +141,21 @@ def dimensions(backbone):
         layers=c["num_layers"], hidden=c["hidden_dim"], query_heads=c["num_query_heads"],
         kv_heads=c["num_key_value_heads"],
         head_dim=c.get("head_dim") or c["hidden_dim"] // c["num_query_heads"],
-        ffw=c["intermediate_dim"] // share, vocabulary=c["vocabulary_size"])
+        # keras-hub's mixture-of-experts blocks (Mixtral) run every expert on every token
+        ffw=c["intermediate_dim"] // share * c.get("num_experts", 1),
+        vocabulary=c["vocabulary_size"])
 
 
 SHIPPED_TOKENIZER_PRESET = "tiny_gemma"  # model.weights=random where the preset is not here
 
 
-def load_preprocessor(model_cfg):
+def load_preprocessor(model_cfg, described=None):
     """The preset's CausalLM preprocessor (its tokenizer), no weights: the data pipeline is
     built with it before any weight loads, so a data mistake costs seconds. With
     model.weights=random and a preset that cannot be read here, the shipped tokenizer."""
     import keras_hub
 
-    described = describe(model_cfg)
+    described = described or describe(model_cfg)
     if described.location is None:
         if random_weights(model_cfg):
             return _shipped_preprocessor(model_cfg, described)
@@ -194,12 +195,14 @@ def _random_causal_lm(described, precision, preprocessor):
 
 
 def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None,
-                    remat="none"):
+                    remat="none", described=None):
     """The CausalLM (the preset's weights, or random ones with model.weights=random;
     `preprocessor` when given, else the preset's), the frozen base quantized, LoRA added, built
-    under train.remat's scope. Call inside the distribution's scope so every variable is created
+    under train.remat's scope; lora_cfg / quant_cfg None: no LoRA, not quantized. `described`:
+    the check stage's description of the preset (described again when not given). Call inside
+    the distribution's scope so every variable is created
     with its layout."""
-    described = describe(model_cfg)
+    described = described or describe(model_cfg)
     with remat_scope(remat, described), stable_names():
         if random_weights(model_cfg):
             causal_lm = _random_causal_lm(described, precision, preprocessor)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from runner.config import CONF_DIR
+from runner.conf_dir import CONF_DIR
 from runner.errors import UserError
-from runner.families import name_of_backbone
+from runner.families import name_of_backbone, unsupported_reason
 from runner.hf import folder as hf_folder
 from runner.network import reachable as _reachable
 
@@ -88,8 +88,10 @@ def _from_checkpoint(preset: str, location: str) -> Described:
     if "class_name" in config and isinstance(config.get("config"), dict):
         family = name_of_backbone(config["class_name"])
         if family is None:
+            why = unsupported_reason(backbone=config["class_name"])
             raise UserError(f"model.preset={preset} is a keras-hub {config['class_name']}, not a "
-                            "family the runner trains (runner/families/)")
+                            "family the runner trains (runner/families/)"
+                            + (f": {why}" if why else ""))
         numbers = {k: v for k, v in config["config"].items() if k not in _NOT_ARCHITECTURE}
         return Described(family, numbers, f"{preset} (keras-hub config.json)", KERAS_HUB,
                          location)

@@ -117,7 +117,6 @@ class RunDir:
 
     def config(self):
         """The run's resolved config, typed by the schema (as Hydra gave it to the run)."""
-
         if not (self / RESOLVED_CONFIG).is_file():
             raise UserError(f"{self.path} is not a run folder (no {RESOLVED_CONFIG}): give a run "
                             "folder made by python -m runner")

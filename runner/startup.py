@@ -97,7 +97,6 @@ def full_error_wanted() -> bool:
 
 def report(exc: BaseException) -> None:
     """The one line a user sees for a mistake."""
-
     text = compose_error_line(exc) if is_compose_error(exc) else str(exc)
     print(f"error: {text}", file=sys.stderr, flush=True)
 

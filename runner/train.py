@@ -46,12 +46,13 @@ from runner.claims import Claim, claim_across_processes
 from runner.datasets import synthetic
 from runner.distributed import gather_ints
 from runner.errors import UserError
-from runner.export.run import live_source, write
+from runner.export.run import Source, write
 from runner.plan import TSV_COLUMNS, Plan, tsv_rows, write_tsv
 from runner.plan import memory as mem
 from runner.plan.assemble import estimate_memory, make_plan
 from runner.plan.placement import verify_placement
 from runner.plan.report import human_bytes
+from runner.presets import Described
 from runner.rundir import CHECKPOINTS, ENV, MERGED, SET_ASIDE, SHARDING, RunDir, write_json
 from runner.stopping import Request, Stopped, StopRequests
 from runner.tracking import Tracker
@@ -68,6 +69,7 @@ class Decided:
     primary: bool  # process 0: the only one that writes the folder
     process_count: int
     devices: tuple
+    described: Described  # the preset, described once by the check stage
     plan: Plan
     rules: tuple
     memory: mem.Memory
@@ -144,7 +146,9 @@ def _train(cfg, decided: Decided, built: Built, stops: StopRequests, run_name, g
         fitted = fit(cfg, decided, built, start, tracker, stops, prompts, before)
         summary = finish(cfg, decided, built, start, fitted, tracker)
     except Stopped as stop:
-        summary = {**_stopped_summary(cfg, decided, start, stop), **_data_summary(cfg, built)}
+        summary = _summary(cfg, start, decided, built, status=stop.request.status,
+                           signal=stop.request.name, stopped_at_step=stop.step,
+                           checkpoint=stop.checkpoint, wall_time_s=time.time() - decided.started)
         if tracker is not None:
             tracker.summary(summary)
             if stop.request.status == "preempted":
@@ -170,13 +174,6 @@ def _mark_cut(folder: RunDir, primary: bool):
     return mark
 
 
-def _stopped_summary(cfg, decided: Decided, start: Start, stop: Stopped) -> dict:
-    return {**_start_summary(cfg, start), **_plan_summary(decided.plan, decided.memory),
-            "status": stop.request.status, "signal": stop.request.name,
-            "stopped_at_step": stop.step, "checkpoint": stop.checkpoint,
-            "wall_time_s": time.time() - decided.started}
-
-
 def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: float) -> Decided:
     """Every check that needs no weights, then the sharding plan: a bad value, combination,
     dataset, mesh, layout rule or batch size fails here, in seconds, before any weight loads."""
@@ -191,13 +188,14 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
                  folder.path)
     if primary:
         folder.write_resolved_config(resolved)
-        folder.write_summary(_start_summary(cfg, Start()))
+        folder.write_summary(_summary(cfg, Start()))
     keras.backend.clear_session()  # no layer-name counters or policies from an earlier job
     keras.utils.set_random_seed(cfg.seed)
     devices = tuple(keras.distribution.list_devices())
-    checks.run_checks(cfg, len(devices), jax.process_count()).raise_first()
+    findings = checks.run_checks(cfg, len(devices), jax.process_count())
+    findings.raise_first()
     _phase(started, "planning the sharding")
-    the_plan, _ = make_plan(cfg, len(devices))
+    the_plan, _ = make_plan(cfg, len(devices), findings.described)
     the_plan.check()
     _log_plan_notes(the_plan)
     memory = estimate_memory(cfg, the_plan)
@@ -205,16 +203,16 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
     if primary:
         write_tsv(the_plan, folder / SHARDING)
         write_json(folder / ENV, provenance.environment(the_plan.axis_sizes))
-        folder.write_summary({**_start_summary(cfg, Start()), **_plan_summary(the_plan, memory)})
+        folder.write_summary(_summary(cfg, Start(), plan=the_plan, memory=memory))
     return Decided(folder=folder, resolved=resolved, claim=claim, primary=primary,
-                   process_count=jax.process_count(), devices=devices, plan=the_plan,
+                   process_count=jax.process_count(), devices=devices,
+                   described=findings.described, plan=the_plan,
                    rules=tuple(the_plan.placement_rules()), memory=memory,
                    batch_axis_size=the_plan.axis_sizes[cfg.mesh.batch_axis], started=started)
 
 
 def _log_plan_notes(the_plan: Plan) -> None:
     """What the layout left whole, and large variables whole on every device: a line each."""
-    log = logging.getLogger(__name__)
     for note in the_plan.notes:
         log.info("layout: %s", note)
     for warning in the_plan.warnings:
@@ -227,16 +225,28 @@ def _phase(started: float, what: str) -> None:
     log.info("%s  [%.0fs]", what, time.time() - started)
 
 
-def _start_summary(cfg, start: Start) -> dict:
+def _summary(cfg, start: Start, decided: Optional[Decided] = None,
+             built: Optional[Built] = None, plan: Optional[Plan] = None,
+             memory: Optional[mem.Memory] = None, **fields) -> dict:
+    """summary.json (and W&B's summary) as far as the run has got: its name and start, its plan
+    and memory estimate once decided, its data counts once built, then `fields`. The one place
+    a summary is made, so every stage's summary.json has the same keys for the same facts."""
+    plan = plan or (decided.plan if decided else None)
+    memory = memory or (decided.memory if decided else None)
     summary = {"status": "running", "name": cfg.name}
     if start.step:
         summary["resumed_from_step"] = start.step
-    return summary
+    if plan is not None:
+        summary.update(total_params=plan.total_params, trainable_params=plan.trainable_params,
+                       memory_per_device_estimate={**dataclasses.asdict(memory),
+                                                   "total": memory.total})
+    if built is not None:
+        summary.update(_data_summary(cfg, built))
+    return {**summary, **fields}
 
 
 def _warn_if_it_may_not_fit(estimate: mem.Memory) -> None:
     """A warning, not an error: the estimate is approximate, and the run will say for sure."""
-
     device = mem.local_device_memory()
     problem = mem.fit_problem(estimate, device)
     log.info("memory per device (estimate): %s of %s", human_bytes(estimate.total),
@@ -253,7 +263,7 @@ def build(cfg, decided: Decided) -> Built:
     import numpy as np
 
     _phase(decided.started, "building the data pipeline")
-    preprocessor, stream, eval_stream = build_data(cfg, decided.plan)  # data mistakes: seconds
+    preprocessor, stream, eval_stream = build_data(cfg, decided.plan, decided.described)  # fast
     # Seeded again here: preparing a dataset (TFDS, the first time) draws from Python's random
     # generator, from which Keras's unseeded initializers (LoRA's A, random weights) take their
     # seeds; without this a run that prepares its data starts from other weights than one that
@@ -264,7 +274,7 @@ def build(cfg, decided: Decided) -> Built:
     _phase(decided.started, "building the model (random weights)" if model.random_weights(
         cfg.model) else f"loading the model ({cfg.model.preset})")
     causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
-                                      preprocessor, cfg.train.remat)
+                                      preprocessor, cfg.train.remat, decided.described)
     optimizer = optim.build_optimizer(cfg.optimizer, stream.steps)
     objective.compile_for_training(causal_lm, optimizer, cfg.generate, cfg.seed)
     optimizer.build(causal_lm.trainable_variables)
@@ -273,19 +283,19 @@ def build(cfg, decided: Decided) -> Built:
     return Built(causal_lm, preprocessor, stream, eval_stream, variables)
 
 
-def build_data(cfg, the_plan: Plan):
+def build_data(cfg, the_plan: Plan, described: Described):
     """(preprocessor, training stream, eval stream or None). dataset=synthetic needs no
     tokenizer (and imports no TensorFlow) unless there are prompts to sample."""
-
     t = cfg.train
     if synthetic.is_synthetic(cfg.dataset):
-        preprocessor = model.load_preprocessor(cfg.model) if cfg.generate.prompts else None
+        preprocessor = model.load_preprocessor(cfg.model, described) if cfg.generate.prompts \
+            else None
         if preprocessor is not None:
             preprocessor.sequence_length = t.sequence_length
         stream = synthetic.build(cfg.dataset, the_plan.dimensions.vocabulary, t.batch_size,
                                  t.sequence_length, t.steps, cfg.seed)
         return preprocessor, stream, None
-    preprocessor = model.load_preprocessor(cfg.model)
+    preprocessor = model.load_preprocessor(cfg.model, described)
     preprocessor.sequence_length = t.sequence_length
     stream = data.build(cfg.dataset, preprocessor, t.batch_size, t.sequence_length, t.epochs,
                         t.steps, cfg.seed)
@@ -308,9 +318,7 @@ def resume(cfg, decided: Decided, built: Built) -> Start:
                      start.step, start.checkpoint.path)
     if decided.primary:
         folder.truncate_after(start.step)
-        folder.write_summary({**_start_summary(cfg, start),
-                              **_plan_summary(decided.plan, decided.memory),
-                              **_data_summary(cfg, built)})
+        folder.write_summary(_summary(cfg, start, decided, built))
     return start
 
 
@@ -365,7 +373,6 @@ def _restore(lm, checkpoint) -> tuple[Optional[str], Optional[dict]]:
     try the one before together. A failure that is not damage (memory, permissions: see
     checkpoints.damage), or a checkpoint of another model (Mismatch), is a UserError: setting
     aside a good checkpoint would throw its steps away."""
-
     problem, meta, other = None, None, None
     try:
         meta = checkpoints.restore(lm, checkpoint)
@@ -423,15 +430,9 @@ def open_tracker(cfg, decided: Decided, start: Start, run_name, group) -> Tracke
         name = f"{name} (resumed at step {start.step})"
     tracker = Tracker(cfg.tracking, decided.folder, decided.resolved, name=name, group=group,
                       write=decided.primary)
-    tracker.summary({**_start_summary(cfg, start),
-                     **_plan_summary(decided.plan, decided.memory)})
+    tracker.summary(_summary(cfg, start, decided))
     tracker.table("sharding", TSV_COLUMNS, tsv_rows(decided.plan))
     return tracker
-
-
-def _plan_summary(plan: Plan, memory: mem.Memory) -> dict:
-    return {"total_params": plan.total_params, "trainable_params": plan.trainable_params,
-            "memory_per_device_estimate": {**dataclasses.asdict(memory), "total": memory.total}}
 
 
 def fit(cfg, decided: Decided, built: Built, start: Start, tracker: Tracker,
@@ -515,13 +516,11 @@ def finish(cfg, decided: Decided, built: Built, start: Start, fitted: Fitted,
         tracker.table("samples", ["prompt", "before", "after"], [list(s) for s in fitted.samples])
     for prompt, before, after in fitted.samples:
         log.info("sample %r\n  before: %r\n  after:  %r", prompt, before, after)
-    summary = {**_start_summary(cfg, start), **_plan_summary(decided.plan, decided.memory),
-               **_data_summary(cfg, built),
-               "tokens_per_step": _tokens_per_step(cfg), "flops_per_step": fitted.flops_per_step,
-               **({"peak_flops": fitted.peak_flops} if fitted.flops_per_step else {}),
-               **results(fitted, built.stream, decided.started),
-               **save_artifacts(cfg, decided, built)}
-    summary["status"] = "finished"
+    summary = _summary(cfg, start, decided, built, tokens_per_step=_tokens_per_step(cfg),
+                       flops_per_step=fitted.flops_per_step,
+                       **({"peak_flops": fitted.peak_flops} if fitted.flops_per_step else {}),
+                       **results(fitted, built.stream, decided.started),
+                       **save_artifacts(cfg, decided, built), status="finished")
     tracker.summary(summary)
     summary["wandb_dir"] = tracker.wandb_dir
     if decided.primary:
@@ -575,14 +574,14 @@ def save_artifacts(cfg, decided: Decided, built: Built) -> dict:
                  decided.folder.path)
     if cfg.train.save_merged_preset:
         _phase(decided.started, "saving the merged preset")
-        base = model.build_causal_lm(cfg.model, OmegaConf.create({"rank": 0}), cfg.quant,
-                                     cfg.train.precision)
+        base = model.build_causal_lm(cfg.model, None, cfg.quant, cfg.train.precision,
+                                     described=decided.described)
         out = adapters.save_merged_preset(lm, base, decided.folder / MERGED,
                                           {"preset": cfg.model.preset, "rank": cfg.lora.rank,
                                            "alpha": model.lora_alpha_of(cfg.lora)})
         saved["merged_preset"] = str(out)
     if cfg.train.export_hf and decided.primary:
         _phase(decided.started, "exporting Hugging Face folders")
-        saved["export"] = write(decided.folder, live_source(cfg, lm))
+        saved["export"] = write(decided.folder, Source(cfg, decided.described, lm))
         log.info("exported: %s", ", ".join(f"{k} {v}" for k, v in saved["export"].items()))
     return saved

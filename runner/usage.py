@@ -59,7 +59,6 @@ def _value(cfg, dotted: str) -> str:
 
 def text() -> str:
     """The whole help text."""
-
     cfg = compose(())
     out = ["Declarative fine-tuning of LLMs with Keras 3 on JAX: Hydra config groups compose "
            "into one run.", "", "Commands:"]
@@ -88,6 +87,5 @@ def text() -> str:
 
 def described_keys() -> list[str]:
     """Every schema key that has its one-line description (a test compares with all)."""
-
     return [k for k, f in walk_schema() if f.metadata.get("help")]
 

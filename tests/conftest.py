@@ -26,6 +26,12 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)  # never talk to a real W&B account from tests
 os.environ["RUNNER_OFFLINE"] = "1"  # hermetic: no test depends on this machine's network
+# One JAX persistent compilation cache for the session, this process and every command a test
+# starts: dozens of tests compile the same tiny model's steps, and a compiled program is the
+# same program (the cache is keyed by the program, its options and the devices), so results do
+# not change; only time does. A test that sets compilation_cache_dir uses its own.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_SCRATCH / "jax-cache")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 
 
 def compose(*overrides: str):

@@ -106,3 +106,14 @@ def test_a_tiny_model_of_every_family_trains_a_step_under_the_derived_layout(
     verify_placement(the_plan, lm.backbone.variables + lm.optimizer.variables)
     assert np.isfinite(history.history["loss"][0])
     assert not np.allclose(before, after)  # the step changed the adapted model
+
+
+@pytest.mark.parametrize("model_type,words", [("smollm3", "one path"), ("gpt2", "n_inner"),
+                                              ("bert", "supported model types")])
+def test_a_model_type_the_runner_does_not_train_is_one_line_with_the_reason(model_type, words):
+    from runner.errors import UserError
+    from runner.hf.folder import family_of
+
+    with pytest.raises(UserError, match=words) as refused:
+        family_of({"model_type": model_type}, "/models/x")
+    assert "\n" not in str(refused.value) and "'mixtral'" in str(refused.value)

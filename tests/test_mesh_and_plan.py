@@ -86,3 +86,20 @@ def test_batch_must_divide_the_batch_axis():
     p = make_plan([var("w", (4,))], [], [], SIZES, batch_size=7, batch_axis="batch")
     assert p.problems == ["train.batch_size=7 does not divide by the mesh's batch axis 'batch' "
                           "(size 2); use a multiple of 2"]
+
+
+def test_variables_sharing_a_path_are_a_problem_and_adjustable_rules_fit_the_mesh():
+    """keras-hub's SmolLM3 gives every layer's o_proj kernel one path: nothing path-based can
+    place them apart. An adjustable rule (layout=auto) leaves a dimension that does not divide
+    whole and notes it; the same rule written by a user is a problem."""
+    import dataclasses
+
+    twice = make_plan([var("o_proj/kernel", (4, 8)), var("o_proj/kernel", (4, 8))], [], [],
+                      SIZES)
+    assert any("o_proj/kernel is the path of 2 variables" in p for p in twice.problems)
+    written = rule("kv", "k/kernel", ["model", "batch"])
+    fitted = make_plan([var("k/kernel", (1, 128))], [],
+                       [dataclasses.replace(written, adjustable=True)], SIZES)
+    assert fitted.problems == [] and fitted.entries[0].spec == (None, "batch")
+    assert "left whole along it" in fitted.notes[0]
+    assert make_plan([var("k/kernel", (1, 128))], [], [written], SIZES).problems

@@ -66,6 +66,18 @@ def test_operational_keys_do_not_make_another_run(tmp_path):
         claim(folder, other, resume=True)
 
 
+def test_a_run_written_before_a_key_existed_is_the_same_run_at_that_keys_default(tmp_path):
+    """A run cut before an upgrade added a key (mesh.fsdp) resumes after it; the key set to
+    another value than its default is another run."""
+    folder = RunDir(tmp_path / "run")
+    _ran(folder, "running")  # its resolved config has no mesh.fsdp
+    now = {**CONFIG, "mesh": {"fsdp": True}}
+    with claim(folder, now, resume=True) as found:
+        assert found.state == "restart"
+    with pytest.raises(RunDirTaken, match=r"mesh.fsdp: True there, False now"):
+        claim(folder, {**CONFIG, "mesh": {"fsdp": False}}, resume=True)
+
+
 def test_a_cut_run_lists_every_complete_checkpoint_newest_first_whatever_resume_says(tmp_path):
     """train.resume=or_restart resumes like true (it differs only when none restores); a
     finished run is never started again."""

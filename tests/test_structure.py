@@ -203,3 +203,14 @@ def test_commands_load_no_heavy_library_before_they_start(module):
                          cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_every_data_format_the_schema_offers_is_one_object_in_the_table():
+    from runner.config import DataFormat as Choice
+    from runner.formats import FORMATS
+
+    assert set(FORMATS) == {c.value for c in Choice}
+    for name, fmt in FORMATS.items():
+        assert fmt.name == name and callable(fmt.problems) and callable(fmt.examples)
+    for source in ("checks.py", "data.py", "train.py"):  # they look formats up, never branch
+        assert not re.search(r"\.format\s*==", (RUNNER / source).read_text()), source

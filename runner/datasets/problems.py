@@ -12,34 +12,7 @@ from runner.chat import ROLES
 from runner.datasets.user_data import EVAL_SPLIT, WHERE
 
 
-def problems(dataset_cfg, opened, family=None) -> list[str]:
-    """opened: runner.datasets.opening.Opened; family: the model's (chat needs it)."""
-    found = _split_problems(dataset_cfg, opened)
-    features = {k: v for k, v in opened.builder.info.features.items() if k != WHERE}
-    if dataset_cfg.format == "prompt_response":
-        if not dataset_cfg.response_template:
-            found.append("dataset.format=prompt_response needs dataset.response_template, "
-                         "e.g. '{dst}'")
-        for key in ("prompt_template", "response_template"):
-            template = getattr(dataset_cfg, key)
-            found += template_problems(f"dataset.{key}", template, features)
-            for name in _fields(template):
-                found += _missing(opened, name, f"dataset.{key}")
-                found += _non_text(dataset_cfg, opened, name, f"dataset.{key}")
-    elif dataset_cfg.format == "chat":
-        found += _chat_field_problems(dataset_cfg, opened, features)
-        if not found and family is not None:
-            found += _conversation_problems(dataset_cfg, opened, family)
-    elif dataset_cfg.text_field not in features:
-        found.append(f"dataset.text_field={dataset_cfg.text_field} is not a feature of "
-                     f"{opened.label}; features: {sorted(features)}")
-    else:
-        found += _missing(opened, dataset_cfg.text_field, "dataset.text_field")
-        found += _non_text(dataset_cfg, opened, dataset_cfg.text_field, "dataset.text_field")
-    return found
-
-
-def _split_problems(dataset_cfg, opened) -> list[str]:
+def split_problems(dataset_cfg, opened) -> list[str]:
     found = []
     if dataset_cfg.eval_files and dataset_cfg.eval_split is None:
         found.append(f"dataset.eval_files is set but dataset.eval_split is null; add "
@@ -60,7 +33,7 @@ def _split_problems(dataset_cfg, opened) -> list[str]:
     return found
 
 
-def _fields(template: str) -> list[str]:
+def template_fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
 
 
@@ -70,10 +43,10 @@ def template_problems(key: str, template: str, features) -> list[str]:
     fields = sorted(k for k in features if k != WHERE)
     example = f"; set {key} to a template of these, e.g. {key}='{{{fields[0]}}}'" if fields else ""
     return [f"{key}={template!r} names {{{f}}}, which is not a text field of this dataset; "
-            f"fields: {fields}{example}" for f in _fields(template) if f not in features]
+            f"fields: {fields}{example}" for f in template_fields(template) if f not in features]
 
 
-def _missing(opened, name: str, key: str) -> list[str]:
+def missing(opened, name: str, key: str) -> list[str]:
     """A user's records that lack a field the config reads (TFDS catalog datasets have every
     feature in every example)."""
     if opened.scan is None or name not in opened.scan.missing:
@@ -83,7 +56,7 @@ def _missing(opened, name: str, key: str) -> list[str]:
             f"{'s' * (count > 1)} lack it); add it or remove those records"]
 
 
-def _non_text(dataset_cfg, opened, name: str, key: str) -> list[str]:
+def non_text(dataset_cfg, opened, name: str, key: str) -> list[str]:
     """A user's record whose field, read as text, holds a number, a list or an object: training
     on its JSON text silently is rarely what was meant (a column of ids read as the text, a
     list of answers where one was expected)."""
@@ -119,7 +92,7 @@ _SHAPES = ('[{"role": ..., "content": ...}, ...] or ShareGPT\'s '
            '[{"from": "human"|"gpt"|"system", "value": ...}, ...]')
 
 
-def _chat_field_problems(dataset_cfg, opened, features) -> list[str]:
+def chat_field_problems(dataset_cfg, opened, features) -> list[str]:
     field = messages_field(dataset_cfg, features)
     chat_fields = [k for k, v in features.items() if _is_chat_feature(v)]
     if field in features and not _is_chat_feature(features[field]):
@@ -132,7 +105,7 @@ def _chat_field_problems(dataset_cfg, opened, features) -> list[str]:
                 + (f"its fields of messages: {chat_fields}" if chat_fields else
                    f"none of its fields {sorted(features)} holds a list of messages ({_SHAPES});"
                    " use format=text or prompt_response for such data")]
-    found = _missing(opened, field, "dataset.messages_field")
+    found = missing(opened, field, "dataset.messages_field")
     for role, where in (opened.scan.roles.items() if opened.scan else ()):
         if role not in ROLES:
             found.append(f"{where}: a message has role {role!r}; the chat format takes "
@@ -140,7 +113,7 @@ def _chat_field_problems(dataset_cfg, opened, features) -> list[str]:
     return found
 
 
-def _conversation_problems(dataset_cfg, opened, family: str) -> list[str]:
+def conversation_problems(dataset_cfg, opened, family: str) -> list[str]:
     """Render every conversation the run reads; the first one the template refuses."""
     import tensorflow_datasets as tfds
 

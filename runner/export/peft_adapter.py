@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from runner.errors import UserError
 from runner.hf.ports import Port
 
 
@@ -67,6 +68,10 @@ def adapter(backbone, port_list: list[Port]) -> tuple[dict, dict]:
     for layer in backbone._flatten_layers(include_self=False):
         if getattr(layer, "lora_enabled", False):
             port = by_path[layer._kernel.path]
+            if port.keras_positions is not None:  # a kernel stacked from several tensors
+                raise UserError(f"{layer._kernel.path} holds several Hugging Face tensors; a "
+                                "LoRA adapter on it has no PEFT form: leave it out of "
+                                "lora.targets")
             module = port.hf_key[: -len(".weight")]
             found[module] = (factors(port, np.asarray(layer.lora_kernel_a, np.float32),
                                      np.asarray(layer.lora_kernel_b, np.float32)),

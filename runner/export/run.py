@@ -8,13 +8,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import adapters, checkpoints, model, presets
+from runner import adapters, checkpoints, model
 from runner.errors import UserError
 from runner.export import folders, peft_adapter, weights
 from runner.export.hf_config import hf_config
 from runner.hf.folder import read_config
 from runner.hf.ports import converter_ports
-from runner.presets import TRANSFORMERS, describe
+from runner.presets import TRANSFORMERS, Described, describe
 from runner.rundir import EXPORT, EXPORT_ADAPTER, EXPORT_BASE, EXPORT_MERGED, RunDir
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Source:
     cfg: object
-    described: object  # runner.presets.Described of the run's base
+    described: Described  # the run's base, described once
     causal_lm: object  # trained: the adapter loaded, or a full fine-tune's final weights
 
 
@@ -41,12 +41,9 @@ def _finished_run(folder: RunDir):
 
 def load_source(folder: RunDir) -> Source:
     """The run's base with its trained weights, on this host (no distribution)."""
-    from omegaconf import OmegaConf
-
     cfg = _finished_run(folder)
-    described = presets.describe(cfg.model)
-    lm = model.build_causal_lm(cfg.model, cfg.lora, OmegaConf.create({"mode": "none"}),
-                               "float32")
+    described = describe(cfg.model)
+    lm = model.build_causal_lm(cfg.model, cfg.lora, None, "float32", described=described)
     if cfg.lora.rank > 0:
         adapters.load(lm, folder)
         return Source(cfg, described, lm)
@@ -105,15 +102,8 @@ def export(folder: RunDir) -> dict:
     return write(folder, load_source(folder))
 
 
-def live_source(cfg, causal_lm) -> Source:
-    """The model a run has just trained (train.export_hf: exported before it is let go)."""
-
-    return Source(cfg, describe(cfg.model), causal_lm)
-
-
 def write(folder: RunDir, source: Source) -> dict:
     """RUN_DIR/export/{merged, adapter, base} for `source`; returns {kind: path}."""
-
     root = folder / EXPORT
     config = _hf_config(source)
     ports = converter_ports(source.described.family, source.described.numbers, config)

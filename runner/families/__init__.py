@@ -1,21 +1,53 @@
 """The model families the runner knows: one module per family (runner/families/<name>.py) holds
 everything the family is (keras-hub classes, Hugging Face model types and config fields both
 ways, layout, remat blocks, chat templates, upstream corrections, its tiny test checkpoint); this
-registry lists them, so YAML never names code paths. Adding a family is one module here, its line
-in _MODULES, and its model files in conf/model/. Pure data: no keras import here."""
+registry finds them (every module of the package that defines FAMILY), so YAML never names code
+paths. Adding a family is one module here and its model files in conf/model/. Pure data: no
+keras import here."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Optional
 
-from runner.families import gemma, gemma3, llama3, mistral, mixtral, qwen2, qwen3
 from runner.families.family import Family, Tiny
 
-__all__ = ["FAMILIES", "Family", "Tiny", "by_backbone", "by_model_type", "correct", "names",
-           "name_of_backbone", "name_of_prefix"]
+__all__ = ["FAMILIES", "UNSUPPORTED", "Family", "Tiny", "by_backbone", "by_model_type", "correct",
+           "names", "name_of_backbone", "name_of_prefix", "unsupported_reason"]
 
-_MODULES = (gemma, gemma3, llama3, mistral, mixtral, qwen2, qwen3)
-FAMILIES: dict[str, Family] = {m.FAMILY.name: m.FAMILY for m in _MODULES}
+
+def _family_modules():
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "FAMILY"):
+            yield module
+
+
+FAMILIES: dict[str, Family] = {m.FAMILY.name: m.FAMILY for m in _family_modules()}
+
+# Decoder-only text models keras-hub 0.32 converts from Hugging Face that the runner does not
+# train: (Hugging Face model_type, keras-hub backbone class) -> why, in keras-hub's own terms.
+UNSUPPORTED = {
+    ("smollm3", "SmolLM3Backbone"): "keras-hub's SmolLM3 gives several variables one path "
+    "(o_proj/kernel, rotary_emb in every layer), so no layout can place them, its LoRA names "
+    "match no layer, and its converter drops untied heads, biases and rope scaling",
+    ("qwen2_moe", "QwenMoeBackbone"): "keras-hub's Qwen MoE converter mishandles "
+    "decoder_sparse_step, mlp_only_layers, sliding windows and tied heads",
+    ("qwen3_moe", "Qwen3MoeBackbone"): "keras-hub's Qwen 3 MoE converter mishandles "
+    "decoder_sparse_step and mlp_only_layers and reads num_experts, which transformers 5 "
+    "configs no longer write",
+    ("gpt2", "GPT2Backbone"): "keras-hub's GPT-2 converter ignores n_inner and "
+    "layer_norm_epsilon, and GPT-2's fused attention tensor has no exact per-head map",
+    ("gpt_oss", "GptOssBackbone"): "keras-hub's GPT-OSS dequantizes MXFP4 experts on load, so "
+    "an export would not be the published checkpoint",
+}
+
+
+def unsupported_reason(model_type: str = "", backbone: str = "") -> Optional[str]:
+    """Why the runner does not train this model type / keras-hub backbone, or None."""
+    return next((why for (t, b), why in UNSUPPORTED.items()
+                 if t == model_type or b == backbone), None)
 
 
 def names() -> list[str]:

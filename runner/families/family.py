@@ -48,7 +48,7 @@ class Family:
     # halve it for each of the two gating branches (GemmaDecoderBlock); the others do not.
     ffw_share: int = 1
     # What layout=auto uses: "keras-hub" (the backbone's own get_layout_map), a conf/layout file
-    # name, or "derived" (rules derived from the variables' shapes: runner/layout_derived.py).
+    # name, or "derived" (rules derived from the variables' shapes: runner/derived_layout.py).
     auto_layout: str = "derived"
     # Corrections for keras-hub faults that change the model's numbers, applied to every
     # backbone built (from a preset, a folder, or for a plan): functions of the backbone.

@@ -103,7 +103,6 @@ def _architecture(hf_config: dict) -> str:
 def check(folder: Path, family: str, hf_config: dict, numbers: dict) -> None:
     """Every tensor keras-hub's converter will read is in the folder's files (the ones the index
     says), whole, with the shape config.json gives it; else one UserError line."""
-
     files = weight_files(folder)
     headers = {name: read_header(path) for name, path in files.items()}
     index = folder / INDEX

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from runner.errors import UserError
-from runner.families import FAMILIES, by_model_type
+from runner.families import FAMILIES, by_model_type, unsupported_reason
 
 CONFIG = "config.json"
 
@@ -34,9 +34,10 @@ def family_of(hf_config: dict, where: str) -> str:
     family = by_model_type(str(model_type))
     if family is None:
         known = sorted(t for f in FAMILIES.values() for t in f.hf_model_types)
+        why = unsupported_reason(model_type=str(model_type))
         raise UserError(f"model.preset={where} is a Hugging Face checkpoint of model_type "
-                        f"'{model_type}', which the runner cannot convert; supported model types: "
-                        f"{known}")
+                        f"'{model_type}', which the runner cannot convert"
+                        + (f" ({why})" if why else "") + f"; supported model types: {known}")
     return family
 
 
@@ -53,8 +54,8 @@ def keras_numbers(family: str, hf_config: dict, where: str = "config.json") -> d
     problem = FAMILIES[family].hf_config_problem
     found = problem(hf_config) if problem else None
     if found:
-        raise UserError(f"{where.rstrip('/')}/{CONFIG}: {found}; this checkpoint cannot be "
-                        "trained here exactly")
+        raise UserError(f"{where.rstrip('/')}/{CONFIG}: {found}; this checkpoint cannot "
+                        "be trained here exactly")
     try:
         _check_query_scale(hf_config)
         numbers = dict(converter(family).convert_backbone_config(hf_config))

@@ -48,6 +48,7 @@ class Port:
     keras_positions: Optional[np.ndarray] = None
 
     def to_keras(self, hf_tensor: np.ndarray) -> np.ndarray:
+        assert self.keras_positions is None, "a part of a variable has no Keras shape"
         return np.asarray(hf_tensor).reshape(-1)[self.index]
 
     def to_hf(self, keras_value: np.ndarray) -> np.ndarray:
@@ -95,7 +96,6 @@ class _Recorder:
         key = self._full_key(hf_weight_key)
         self.ports.append(port(keras_variable, key, self.hf_shapes[key], hook_fn))
 
-
     def get_tensor(self, hf_weight_key):
         """For converters that read tensors and assign a variable themselves: positions in one
         space shared by every tensor read, so the assigned array says which tensor and which
@@ -113,23 +113,21 @@ class _Recorder:
         flat = np.asarray(value, dtype=np.int64).reshape(-1)
         if flat.size != math.prod(variable.shape):
             raise RuntimeError(f"keras-hub assigns {flat.size} values to {variable.path}")
-        covered, used = 0, []
-        for read in self._read:
-            first, key, shape = read
-            size = math.prod(shape)
-            where = np.nonzero((flat >= first) & (flat < first + size))[0]
-            if where.size == 0:  # read for another variable (the converter reads w1, w3, w2)
-                continue
-            used.append(read)
+        firsts = np.array([first for first, _, _ in self._read], dtype=np.int64)
+        which = np.searchsorted(firsts, flat, side="right") - 1  # the read each element is of
+        order = np.argsort(which, kind="stable")
+        reads, starts = np.unique(which[order], return_index=True)
+        for i, (read, start) in enumerate(zip(reads, starts)):
+            first, key, shape = self._read[read]
+            end = starts[i + 1] if i + 1 < len(starts) else flat.size
+            where = order[start:end]  # Keras positions holding this tensor, in Keras order
             local = flat[where] - first
-            if not np.array_equal(np.sort(local), np.arange(size)):
+            if not np.array_equal(np.sort(local), np.arange(math.prod(shape))):
                 raise RuntimeError(f"keras-hub's map of {key} into {variable.path} is not a "
                                    "permutation")
             self.ports.append(Port(variable.path, key, shape, local, keras_positions=where))
-            covered += size
-        if covered != flat.size:
-            raise RuntimeError(f"keras-hub's map of {variable.path} is not whole")
-        self._read = [read for read in self._read if read not in used]
+        used = set(int(r) for r in reads)  # reads stay until assigned (w1, w3, w2 are read
+        self._read = [r for i, r in enumerate(self._read) if i not in used]  # together)
 
 
 @contextlib.contextmanager

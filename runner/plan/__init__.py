@@ -15,6 +15,7 @@ where JAX put every variable.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import re
@@ -155,12 +156,27 @@ def _fitted(rule: Optional[Rule], path: str, shape, axis_sizes, notes: _Problems
     return dataclasses.replace(rule, axes=tuple(axes)) if tuple(axes) != rule.axes else rule
 
 
-def _large_replicated(entries: list[Entry], limit: int, warnings: _Problems) -> None:
+def _large_replicated(entries: list[Entry], limit: int, weight_axes, warnings: _Problems
+                      ) -> None:
+    """A large variable whole on every device where the mesh has an axis that could split it
+    (`weight_axes`: the model axis, and the batch axis unless mesh.fsdp=false). On a pure data
+    parallel mesh every weight is whole by design: no warning."""
+    if not weight_axes:
+        return
     for e in entries:
         if e.kind != "optimizer" and not any(e.spec) and e.bytes_per_device >= limit:
             warnings.add(f"{WHERE} is whole on every device ({e.bytes_per_device / 2**20:,.0f} "
-                         "MB each): add a layout rule that splits it, or use layout=derived "
+                         f"MB each) though mesh axes {sorted(weight_axes)} could split it: add a "
+                         "layout rule that splits it, or use layout=derived "
                          "(plan.large_replicated_mb sets this warning's size)", e.path)
+
+
+def _repeated_paths(variables, problems: _Problems) -> None:
+    for path, count in collections.Counter(v.path for v in variables).items():
+        if count > 1:
+            problems.add(f"{WHERE} is the path of {count} variables of this model (keras-hub "
+                         "names them alike), so no layout can place them apart and the plan "
+                         "cannot tell them apart: this model cannot be sharded by path", path)
 
 
 def _variable_problems(problems: _Problems, path, shape, rule: Optional[Rule], axis_sizes):
@@ -195,8 +211,8 @@ def _entry(path, shape, dtype, kind, trainable, rule, axis_sizes) -> Entry:
 
 def plan_variables(variables, optimizer_variables, rules: Sequence[Rule],
                    axis_sizes: dict[str, int], batch_size: Optional[int] = None,
-                   batch_axis: Optional[str] = None, large_replicated_bytes: int = 64 * 2**20
-                   ) -> Plan:
+                   batch_axis: Optional[str] = None, large_replicated_bytes: int = 64 * 2**20,
+                   weight_axes: Sequence[str] = ()) -> Plan:
     """variables: the model's (stateless) variables; optimizer_variables: the optimizer's,
     built over the trainable ones. Optimizer slots take their reference variable's layout,
     as keras BaseOptimizer.add_variable_from_reference does."""
@@ -210,6 +226,7 @@ def plan_variables(variables, optimizer_variables, rules: Sequence[Rule],
                          "merge them or remove one")
         seen_patterns.setdefault(rule.pattern, rule.origin)
 
+    _repeated_paths(variables, problems)
     by_sanitized = {}
     for v in variables:
         hits = matching_rules(v.path, rules)
@@ -248,6 +265,6 @@ def plan_variables(variables, optimizer_variables, rules: Sequence[Rule],
             problems.add(
                 f"train.batch_size={batch_size} does not divide by the mesh's batch axis "
                 f"'{batch_axis}' (size {n}); use a multiple of {n}")
-    _large_replicated(entries, large_replicated_bytes, warnings)
+    _large_replicated(entries, large_replicated_bytes, weight_axes, warnings)
     return Plan(entries=entries, problems=problems.lines(), axis_sizes=dict(axis_sizes),
                 notes=notes.lines(), warnings=warnings.lines())

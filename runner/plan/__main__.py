@@ -62,10 +62,10 @@ def planned_devices(cfg) -> tuple[int, int]:
     return local, local
 
 
-def _layout_source(cfg) -> str:
+def _layout_source(cfg, described) -> str:
     if cfg.layout.source != "auto":
         return f"layout.source={cfg.layout.source}"
-    cls = backbone_class(describe(cfg.model).family)
+    cls = backbone_class(described.family)
     own = own_layout(cls)
     if own == "keras-hub":
         return f"layout=auto, {cls.__name__}.get_layout_map"
@@ -74,14 +74,13 @@ def _layout_source(cfg) -> str:
     return f"layout=auto, conf/layout/{own}.yaml"
 
 
-def _header(cfg, n_devices: int, rules) -> list[str]:
-    described = describe(cfg.model)
+def _header(cfg, described, n_devices: int, rules) -> list[str]:
     lora = f"LoRA rank {cfg.lora.rank}" if cfg.lora.rank else "no LoRA (every weight trains)"
     return [
         f"Plan for model.preset={cfg.model.preset} (family {described.family}, architecture "
         f"from {described.source}) on {n_devices} devices, mesh.shape={list(cfg.mesh.shape)} "
         f"axes {list(cfg.mesh.axis_names)}",
-        f"{_layout_source(cfg)} ({len(rules)} rules) | {lora} | quant={cfg.quant.mode} | "
+        f"{_layout_source(cfg, described)} ({len(rules)} rules) | {lora} | quant={cfg.quant.mode} | "
         f"precision={dtype_policy(cfg.train.precision)} | optimizer={cfg.optimizer.name} | "
         f"batch {cfg.train.batch_size} x {cfg.train.sequence_length} tokens",
     ]
@@ -90,10 +89,10 @@ def _header(cfg, n_devices: int, rules) -> list[str]:
 def plan_for(cfg) -> dict:
     """Everything `python -m runner.plan` prints, as objects (tests call this too): the check
     stage's problems and notes (runner/checks.py), then the plan's own and the memory fit."""
-
     n_devices, local = planned_devices(cfg)
     findings = run_checks(cfg, n_devices, for_training=False)
-    the_plan, rules = make_plan(cfg, n_devices)
+    described = findings.described or describe(cfg.model)  # the latter raises why it cannot be
+    the_plan, rules = make_plan(cfg, n_devices, described)
     memory = estimate_memory(cfg, the_plan)
     device = mem.device_memory(cfg.plan, n_devices, local)
     fit = mem.fit_problem(memory, device)
@@ -105,7 +104,7 @@ def plan_for(cfg) -> dict:
             + (" (a lower bound; --compile gives XLA's figure)" if cfg.train.remat == "blocks"
                else "") if the_plan.dimensions else
             "not estimated for this model family")
-    return {"plan": the_plan, "rules": rules, "memory": memory, "device": device, "fit": fit,
+    return {"plan": the_plan, "rules": rules, "described": described, "memory": memory, "device": device, "fit": fit,
             "fits": None if device.bytes is None else fit is None, "n_devices": n_devices,
             "activation_note": note, "notes": findings.notes}
 
@@ -128,7 +127,8 @@ def main(argv=None) -> int:
     result = plan_for(cfg)
     the_plan = result["plan"]
     print(report.render(the_plan, result["memory"], result["device"],
-                        _header(cfg, result["n_devices"], result["rules"]),
+                        _header(cfg, result["described"], result["n_devices"],
+                                result["rules"]),
                         result["activation_note"], args.all))
     for note in result["notes"]:
         print(f"Note: {note}")
@@ -137,11 +137,11 @@ def main(argv=None) -> int:
           "memory (no weights built).")
     compiled = None
     if args.compile:  # a step that does not fit is still worth sizing; a broken plan is not
-
         if [p for p in the_plan.problems if p != result["fit"]]:
             print("Not compiled (--compile): fix the problems above first.")
         else:
-            compiled = compile_train_step(cfg, the_plan, result["n_devices"])
+            compiled = compile_train_step(cfg, the_plan, result["n_devices"],
+                                          result["described"])
             print(report.render_compiled(compiled, result["memory"]))
     if args.json:
         out = report.as_json(the_plan, result["memory"], result["device"], result["fits"])

@@ -46,7 +46,8 @@ def configured_rules(layout_cfg, mesh_cfg, backbone, axis_sizes: dict[str, int]
     choice = "derived" if layout_cfg.source == "derived" else own_layout(type(backbone))
     if choice == "derived":
         return derive(backbone.variables, axis_sizes, mesh_cfg.model_axis, mesh_cfg.batch_axis,
-                      bool(mesh_cfg.fsdp), int(layout_cfg.min_split_elements))
+                      bool(mesh_cfg.fsdp), int(layout_cfg.min_split_elements),
+                      getattr(backbone, "hidden_dim", None))
     if choice == "keras-hub":
         rules = layout.keras_hub_rules(type(backbone), axis_sizes, mesh_cfg.model_axis,
                                        mesh_cfg.batch_axis)
@@ -57,17 +58,22 @@ def configured_rules(layout_cfg, mesh_cfg, backbone, axis_sizes: dict[str, int]
     return rules, []
 
 
-def make_plan(cfg, n_devices: int) -> tuple[Plan, list[layout.Rule]]:
+def make_plan(cfg, n_devices: int, described=None) -> tuple[Plan, list[layout.Rule]]:
     """The sharding plan of the run `cfg` describes on n_devices, and the layout rules behind it.
-    A stage of the run (like train.run), so it reads the groups it needs from the config.
+    A stage of the run (like train.run), so it reads the groups it needs from the config;
+    `described` is the check stage's description of the preset (described here if not given).
     Place variables with `the_plan.placement_rules()`: the plan's own specs, exactly."""
     axis_sizes = mesh.axis_sizes(cfg.mesh, n_devices)
-    backbone = model.abstract_backbone(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
+    backbone = model.abstract_backbone(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
+                                       described)
     rules, notes = configured_rules(cfg.layout, cfg.mesh, backbone, axis_sizes)
     opt_vars = abstract_optimizer_variables(cfg.optimizer, backbone.trainable_variables)
+    weight_axes = [a for a, n in axis_sizes.items() if n > 1 and (
+        a != cfg.mesh.batch_axis or cfg.mesh.fsdp)]
     the_plan = plan_variables(backbone.variables, opt_vars, rules, axis_sizes,
                               batch_size=cfg.train.batch_size, batch_axis=cfg.mesh.batch_axis,
-                              large_replicated_bytes=int(cfg.plan.large_replicated_mb * 2**20))
+                              large_replicated_bytes=int(cfg.plan.large_replicated_mb * 2**20),
+                              weight_axes=weight_axes)
     return dataclasses.replace(the_plan, dimensions=model.dimensions(backbone),
                                notes=notes + the_plan.notes), rules
 

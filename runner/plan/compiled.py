@@ -47,20 +47,19 @@ def _abstract_batch(distribution, batch_size: int, sequence_length: int):
     import jax
 
     def leaf(dtype):
-        layout = distribution.get_data_layout((batch_size, sequence_length)).backend_layout
-        return jax.ShapeDtypeStruct((batch_size, sequence_length), dtype, sharding=layout)
+        sharding = distribution.get_data_layout((batch_size, sequence_length)).backend_layout
+        return jax.ShapeDtypeStruct((batch_size, sequence_length), dtype, sharding=sharding)
     return {"token_ids": leaf("int32"), "padding_mask": leaf("bool")}, leaf("int32"), \
         leaf("float32")
 
 
-def _abstract_model(cfg, batch):
+def _abstract_model(cfg, batch, described):
     """The run's CausalLM, compiled with its optimizer and metrics; the weights and optimizer
     slots without memory (the task's, optimizer's and metrics' scalars are real: Keras creates
     them with values, which a StatelessScope refuses)."""
-
-    described = describe(cfg.model)
     with model.remat_scope(cfg.train.remat, described):
-        backbone = model.abstract_backbone(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
+        backbone = model.abstract_backbone(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
+                                           described)
         lm = model.causal_lm_class(described.family)(backbone=backbone, preprocessor=None)
     optimizer = optim.build_optimizer(cfg.optimizer, cfg.train.steps or 1)
     objective.compile_for_training(lm, optimizer, cfg.generate, cfg.seed)
@@ -71,7 +70,7 @@ def _abstract_model(cfg, batch):
     return lm
 
 
-def compile_train_step(cfg, the_plan, n_devices: int) -> CompiledMemory:
+def compile_train_step(cfg, the_plan, n_devices: int, described=None) -> CompiledMemory:
     """Lower and compile the run's train step on this machine's devices (there must be as many
     as the mesh has: on CPU, set cpu_devices=N)."""
     import jax
@@ -86,7 +85,7 @@ def compile_train_step(cfg, the_plan, n_devices: int) -> CompiledMemory:
     distribution = layout.distribution(cfg.mesh, the_plan.placement_rules(), devices)
     with distribution.scope():
         batch = _abstract_batch(distribution, cfg.train.batch_size, cfg.train.sequence_length)
-        lm = _abstract_model(cfg, batch)
+        lm = _abstract_model(cfg, batch, described or describe(cfg.model))
         specs = {e.path: e.spec for e in the_plan.entries}
         mesh = distribution.device_mesh.backend_mesh
         state = tuple(_abstract(vs, specs, mesh) for vs in (

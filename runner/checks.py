@@ -67,7 +67,7 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     described = None
     try:
         described = describe(cfg.model)
-        _preset(cfg.model, described, for_training)
+        _preset(cfg.model, for_training, described)
     except UserError as exc:
         problems.append(str(exc))
     _collect(problems, _artifacts, cfg, process_count)
@@ -92,12 +92,13 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     return Findings(problems, notes, described)
 
 
-def _preset(model_cfg, described: Described, for_training: bool) -> None:
+def _preset(model_cfg, for_training: bool, described: Optional[Described] = None) -> None:
     """The preset is a checkpoint the runner can read (runner.presets.describe), and a Hugging
     Face folder has its tokenizer files. A plan may describe it from its model file; a run
     needs the preset itself here."""
     from pathlib import Path
 
+    described = described or describe(model_cfg)
     random = random_weights(model_cfg)  # the architecture is enough (and a tokenizer)
     if for_training and described.location is None and not random:
         resolve_preset(model_cfg.preset)  # raises why it cannot be had here

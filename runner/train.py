@@ -70,8 +70,7 @@ class Decided:
     process_count: int
     devices: tuple
     described: Described  # the preset, described once by the check stage
-    plan: Plan
-    rules: tuple
+    plan: Plan  # variables are placed by its own specs (Plan.placement_rules)
     memory: mem.Memory
     batch_axis_size: int
     started: float  # time.time() when the run began
@@ -124,7 +123,9 @@ def run(cfg, run_dir, run_name: str | None = None, group: str | None = None) -> 
         primary = jax.process_index() == 0
         with StopRequests(on_second=_mark_cut(folder, primary)) as stops:
             decided = plan_and_check(cfg, folder, resolved, claim, started)
-            with layout.distribution(cfg.mesh, decided.rules, decided.devices).scope():
+            placed = layout.distribution(cfg.mesh, decided.plan.placement_rules(),
+                                         decided.devices)
+            with placed.scope():
                 built = build(cfg, decided)
                 return _train(cfg, decided, built, stops, run_name, group)
 
@@ -207,7 +208,7 @@ def plan_and_check(cfg, folder: RunDir, resolved: dict, claim: Claim, started: f
     return Decided(folder=folder, resolved=resolved, claim=claim, primary=primary,
                    process_count=jax.process_count(), devices=devices,
                    described=findings.described, plan=the_plan,
-                   rules=tuple(the_plan.placement_rules()), memory=memory,
+                   memory=memory,
                    batch_axis_size=the_plan.axis_sizes[cfg.mesh.batch_axis], started=started)
 
 

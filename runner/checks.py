@@ -64,6 +64,7 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
         model_axis_size = 1
     _collect(problems, model.check_supported, cfg.quant, cfg.lora, model_axis_size)
     _collect(problems, optim.check, cfg.optimizer)
+    _collect(problems, _step_shape, cfg.train)
     described = None
     try:
         described = describe(cfg.model)
@@ -90,6 +91,19 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
             problems += dataset_problems(cfg.dataset, opened,
                                          described.family if described else None)
     return Findings(problems, notes, described)
+
+
+def _step_shape(train_cfg) -> None:
+    """The step's split of the batch into micro-batches and of the sequence into loss tiles
+    (runner/step.py) must be exact: a remainder would be dropped or padded into the loss."""
+    n, batch = train_cfg.gradient_accumulation_steps, train_cfg.batch_size
+    if batch % n:
+        raise UserError(f"train.gradient_accumulation_steps={n} does not divide "
+                        f"train.batch_size={batch}; use a batch size that is a multiple of {n}")
+    tiles, length = train_cfg.loss_tiles, train_cfg.sequence_length
+    if str(tiles) != "auto" and length % int(tiles):
+        raise UserError(f"train.loss_tiles={tiles} does not divide train.sequence_length="
+                        f"{length}; use a divisor of {length} or train.loss_tiles=auto")
 
 
 def _preset(model_cfg, for_training: bool, described: Optional[Described] = None) -> None:

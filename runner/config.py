@@ -20,6 +20,7 @@ from runner.chat import TEMPLATES
 from runner.conf_dir import CONF_DIR  # noqa: F401 - re-exported for the config's readers
 from runner.distributed import log_file_name
 from runner.domains import (
+    AutoOr,
     Choice,
     Flag,
     Folder,
@@ -346,6 +347,17 @@ class TrainConfig:
     remat: Remat = key(Remat.none, ENUM,
         help=("none, or blocks: recompute each transformer block in the backward pass (less "
               "memory)"))
+    # micro-batches per optimizer step (runner/step.py): the batch is split, each part's
+    # gradient taken in turn, and the sum weighted by loss tokens, so it equals one step over
+    # the whole batch with one micro-batch's activations in memory
+    gradient_accumulation_steps: int = key(1, at_least(1),
+        help=("micro-batches per optimizer step: train.batch_size split into this many, run one "
+              "after another (less activation memory), weighted by their loss tokens"))
+    # the loss and its gradient over slices of the sequence (runner/token_loss.py), so the
+    # float32 batch x length x vocabulary logits never exist whole
+    loss_tiles: Any = key("auto", AutoOr(at_least(1)),
+        help=("slices of the sequence the loss is computed over (float32 logits never whole); "
+              "auto: the fewest whose logits fit 64 MiB per device; 1: untiled"))
     # steps between checkpoints (null: none); operational: a cut run may resume with another
     checkpoint_every: Optional[int] = key(None, at_least(1), operational=True,
         help="steps between Orbax checkpoints; null: none (a stop signal still saves one)")

@@ -196,6 +196,24 @@ class OneOf(Domain):
 
 
 @dataclass(frozen=True)
+class AutoOr(Domain):
+    """The word `auto` (the runner chooses), or a value in `inner`."""
+    inner: Domain = Domain()
+
+    @property
+    def text(self) -> str:
+        return f"auto or {self.inner.text}"
+
+    def problem(self, value):
+        if value == "auto":
+            return None
+        return f"must be {self.text}" if self.inner.problem(value) else None
+
+    def bad_examples(self):
+        return ["automatic", *self.inner.bad_examples()[:1]]
+
+
+@dataclass(frozen=True)
 class Flag(Domain):
     text = "true or false"
 

@@ -44,7 +44,11 @@ class TokenMetrics(keras.metrics.Metric):
         w = ops.ones_like(ce) if sample_weight is None else ops.cast(sample_weight, ce.dtype)
         hit = ops.cast(ops.equal(ops.argmax(logits, axis=-1), ops.cast(y_true, "int32")),
                        ce.dtype)
-        step_total, step_count, step_correct = ops.sum(ce * w), ops.sum(w), ops.sum(hit * w)
+        self.update_from_sums(ops.sum(ce * w), ops.sum(w), ops.sum(hit * w))
+
+    def update_from_sums(self, step_total, step_count, step_correct):
+        """The step's summed loss, real tokens and hits, computed elsewhere (runner.step: in
+        the loss's own pass over the logits)."""
         self.step_total.assign(step_total)  # assign, not add: this step only
         self.step_count.assign(step_count)
         self.step_correct.assign(step_correct)

@@ -11,6 +11,7 @@ import contextlib
 from runner.backbones import (backbone_class, causal_lm_class, dtype_policy, no_memory_scope,
                               stable_names)
 from runner.errors import UserError
+from runner.factored_lora import factor
 from runner.families import FAMILIES, by_backbone, correct
 from runner.plan.memory import Dimensions
 from runner.presets import SHIPPED_PRESETS, TRANSFORMERS, describe, resolve_preset  # noqa: F401
@@ -79,6 +80,7 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
                         if layer.weights and hasattr(layer, "enable_lora")})
         raise UserError(f"lora.targets={targets} match no layer of this model; "
                         f"layers that take LoRA: {names}")
+    factor(adapted)  # x @ W + s * (x @ A) @ B: no merged kernel, no full kernel gradient
     for layer in adapted:
         layer.lora_alpha = lora_alpha_of(lora_cfg)
         # Keras leaves an adapted layer's bias trainable (Qwen 2's query/key/value have one);

@@ -1,23 +1,58 @@
 """What a training step optimizes and measures: the loss, the metrics and the sampler a CausalLM
-is compiled with. Shared by the run (runner.train) and the compiled-memory check
+is compiled with, and the runner's own step (runner.step) that computes them in one pass over
+the logits. Shared by the run (runner.train) and the compiled-memory check
 (runner.plan.compiled), so the step XLA sizes is the step that trains."""
 
 from __future__ import annotations
 
-from runner import generation
+from runner import generation, step
+
+# train.loss_tiles=auto: tiles whose float32 logits stay under this many bytes per device
+TILE_BYTES = 64 * 2**20
 
 
-def compile_for_training(causal_lm, optimizer, generate_cfg, seed: int) -> None:
+def compile_for_training(causal_lm, optimizer, generate_cfg, train_cfg, batch_axis_size: int,
+                         seed: int) -> None:
+    """Compile `causal_lm` for train_cfg's step: its loss tiles (train.loss_tiles) and
+    micro-batches (train.gradient_accumulation_steps), the batch split `batch_axis_size` ways."""
     import keras
 
     from runner.metrics import TokenMetrics
 
+    metrics = TokenMetrics()  # loss, tokens and accuracy, from the loss's own pass
     causal_lm.compile(
         optimizer=optimizer,
-        # Averaged over real tokens only: padding and prompt tokens have sample weight 0.
+        # What Keras's own step would use (generate() and predict() do not look at it); the
+        # runner's step computes the same loss, averaged over real tokens only: padding and
+        # prompt tokens have sample weight 0.
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction="mean_with_sample_weight"),
-        weighted_metrics=[TokenMetrics()],  # loss, tokens and accuracy in one pass
+        weighted_metrics=[metrics],
         sampler=generation.build_sampler(generate_cfg, seed,
                                          generation.vocabulary_limit(causal_lm)),
     )
+    step.install(causal_lm, metrics, loss_tiles(train_cfg, batch_axis_size,
+                                                causal_lm.backbone.vocabulary_size),
+                 int(train_cfg.gradient_accumulation_steps))
+
+
+def loss_tiles(train_cfg, batch_axis_size: int, vocabulary: int) -> int:
+    """train.loss_tiles as a number: auto is the fewest slices of the sequence whose float32
+    logits (per device, per micro-batch) fit TILE_BYTES."""
+    tiles = train_cfg.loss_tiles
+    if str(tiles) != "auto":
+        return int(tiles)
+    micro = train_cfg.batch_size // int(train_cfg.gradient_accumulation_steps)
+    return auto_tiles(max(1, micro // max(1, batch_axis_size)), train_cfg.sequence_length,
+                      vocabulary)
+
+
+def auto_tiles(batch_per_device: int, sequence_length: int, vocabulary: int,
+               tile_bytes: int = TILE_BYTES) -> int:
+    """The fewest tiles dividing the sequence whose float32 logits fit `tile_bytes` each (a tile
+    is a slice of the sequence, so the batch keeps its sharding)."""
+    whole = batch_per_device * sequence_length * vocabulary * 4
+    for tiles in range(1, sequence_length + 1):
+        if sequence_length % tiles == 0 and whole / tiles <= tile_bytes:
+            return tiles
+    return sequence_length

@@ -277,7 +277,8 @@ def build(cfg, decided: Decided) -> Built:
     causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
                                       preprocessor, cfg.train.remat, decided.described)
     optimizer = optim.build_optimizer(cfg.optimizer, stream.steps)
-    objective.compile_for_training(causal_lm, optimizer, cfg.generate, cfg.seed)
+    objective.compile_for_training(causal_lm, optimizer, cfg.generate, cfg.train,
+                                   decided.batch_axis_size, cfg.seed)
     optimizer.build(causal_lm.trainable_variables)
     variables = tuple(causal_lm.backbone.variables + optimizer.variables)
     verify_placement(decided.plan, variables)

@@ -97,7 +97,7 @@ def test_a_tiny_model_of_every_family_trains_a_step_under_the_derived_layout(
         lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision)
         lm.preprocessor = None  # batches of token ids, as the runner's data pipeline gives
         objective.compile_for_training(lm, optim.build_optimizer(cfg.optimizer, 2),
-                                       cfg.generate, cfg.seed)
+                                       cfg.generate, cfg.train, 1, cfg.seed)
         ids = np.random.default_rng(0).integers(3, hf_checkpoints.VOCAB, (4, 16), np.int32)
         batch = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
         before = np.asarray(lm.predict_on_batch(batch))

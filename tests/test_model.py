@@ -41,7 +41,9 @@ def test_sampling_never_asks_the_tokenizer_for_ids_it_lacks():
     assert generation.vocabulary_limit(causal_lm) == 512
     for sampler in ("greedy", "top_k", "top_p"):
         cfg = OmegaConf.create({"sampler": sampler, "top_k": 5, "top_p": 0.9, "temperature": 1.0})
-        objective.compile_for_training(causal_lm, keras.optimizers.SGD(), cfg, seed=0)
+        train = OmegaConf.create({"loss_tiles": "auto", "gradient_accumulation_steps": 1,
+                                  "batch_size": 2, "sequence_length": 16})
+        objective.compile_for_training(causal_lm, keras.optimizers.SGD(), cfg, train, 1, seed=0)
         texts = generation.generate(causal_lm, ["The film", "A"], max_length=16, batch_axis_size=1)
         assert len(texts) == 2 and all(t.startswith(p) for t, p in zip(texts, ["The film", "A"]))
         # the ids past the tokenizer's end get probability 0, even where their logits are highest

@@ -209,10 +209,25 @@ def _entry(path, shape, dtype, kind, trainable, rule, axis_sizes) -> Entry:
                  spec=spec, rule=rule.name if rule else "-", bytes_per_device=nbytes // split)
 
 
+def _batch_problems(problems, batch_size: int, axis_sizes: dict, batch_axis: str,
+                    micro_batches: int) -> None:
+    """The batch, and each micro-batch of it, splits evenly over the batch axis."""
+    n = axis_sizes.get(batch_axis, 1)
+    if batch_size % n:
+        problems.add(f"train.batch_size={batch_size} does not divide by the mesh's batch axis "
+                     f"'{batch_axis}' (size {n}); use a multiple of {n}")
+    elif micro_batches > 1 and (batch_size // micro_batches) % n:
+        problems.add(
+            f"train.batch_size={batch_size} in train.gradient_accumulation_steps="
+            f"{micro_batches} micro-batches of {batch_size // micro_batches} does not divide "
+            f"by the mesh's batch axis '{batch_axis}' (size {n}); use a batch of a multiple of "
+            f"{n * micro_batches}")
+
+
 def plan_variables(variables, optimizer_variables, rules: Sequence[Rule],
                    axis_sizes: dict[str, int], batch_size: Optional[int] = None,
                    batch_axis: Optional[str] = None, large_replicated_bytes: int = 64 * 2**20,
-                   weight_axes: Sequence[str] = ()) -> Plan:
+                   weight_axes: Sequence[str] = (), micro_batches: int = 1) -> Plan:
     """variables: the model's (stateless) variables; optimizer_variables: the optimizer's,
     built over the trainable ones. Optimizer slots take their reference variable's layout,
     as keras BaseOptimizer.add_variable_from_reference does."""
@@ -260,11 +275,7 @@ def plan_variables(variables, optimizer_variables, rules: Sequence[Rule],
                 "whole path, e.g. decoder_block_0/attention/query/kernel) or remove the rule")
 
     if batch_size is not None and batch_axis is not None:
-        n = axis_sizes.get(batch_axis, 1)
-        if batch_size % n:
-            problems.add(
-                f"train.batch_size={batch_size} does not divide by the mesh's batch axis "
-                f"'{batch_axis}' (size {n}); use a multiple of {n}")
+        _batch_problems(problems, batch_size, axis_sizes, batch_axis, micro_batches)
     _large_replicated(entries, large_replicated_bytes, weight_axes, warnings)
     return Plan(entries=entries, problems=problems.lines(), axis_sizes=dict(axis_sizes),
                 notes=notes.lines(), warnings=warnings.lines())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from runner import layout, mesh, model, optim
+from runner import layout, mesh, model, objective, optim
 from runner.derived_layout import derive
 from runner.errors import UserError
 from runner.families import by_backbone
@@ -73,7 +73,8 @@ def make_plan(cfg, n_devices: int, described=None) -> tuple[Plan, list[layout.Ru
     the_plan = plan_variables(backbone.variables, opt_vars, rules, axis_sizes,
                               batch_size=cfg.train.batch_size, batch_axis=cfg.mesh.batch_axis,
                               large_replicated_bytes=int(cfg.plan.large_replicated_mb * 2**20),
-                              weight_axes=weight_axes)
+                              weight_axes=weight_axes,
+                              micro_batches=int(cfg.train.gradient_accumulation_steps))
     return dataclasses.replace(the_plan, dimensions=model.dimensions(backbone),
                                notes=notes + the_plan.notes), rules
 
@@ -84,4 +85,12 @@ def estimate_memory(cfg, the_plan: Plan) -> mem.Memory:
     return mem.memory_per_device(
         the_plan, the_plan.dimensions, cfg.train.batch_size, cfg.train.sequence_length,
         cfg.mesh.batch_axis, cfg.mesh.model_axis,
-        mem.compute_itemsize(model.dtype_policy(cfg.train.precision)), str(cfg.train.remat))
+        mem.compute_itemsize(model.dtype_policy(cfg.train.precision)), str(cfg.train.remat),
+        int(cfg.train.gradient_accumulation_steps), _loss_tiles(cfg, the_plan))
+
+
+def _loss_tiles(cfg, the_plan: Plan) -> int:
+    if the_plan.dimensions is None:
+        return 1
+    return objective.loss_tiles(cfg.train, the_plan.axis_sizes.get(cfg.mesh.batch_axis, 1),
+                                the_plan.dimensions.vocabulary)

@@ -53,7 +53,7 @@ def _abstract_batch(distribution, batch_size: int, sequence_length: int):
         leaf("float32")
 
 
-def _abstract_model(cfg, batch, described):
+def _abstract_model(cfg, batch, described, batch_axis_size: int):
     """The run's CausalLM, compiled with its optimizer and metrics; the weights and optimizer
     slots without memory (the task's, optimizer's and metrics' scalars are real: Keras creates
     them with values, which a StatelessScope refuses)."""
@@ -62,7 +62,8 @@ def _abstract_model(cfg, batch, described):
                                            described)
         lm = model.causal_lm_class(described.family)(backbone=backbone, preprocessor=None)
     optimizer = optim.build_optimizer(cfg.optimizer, cfg.train.steps or 1)
-    objective.compile_for_training(lm, optimizer, cfg.generate, cfg.seed)
+    objective.compile_for_training(lm, optimizer, cfg.generate, cfg.train, batch_axis_size,
+                                   cfg.seed)
     with model.no_memory_scope():
         optimizer.build(lm.trainable_variables)
         # what fit does before its first step: the compiled metrics' variables, symbolically
@@ -85,7 +86,8 @@ def compile_train_step(cfg, the_plan, n_devices: int, described=None) -> Compile
     distribution = layout.distribution(cfg.mesh, the_plan.placement_rules(), devices)
     with distribution.scope():
         batch = _abstract_batch(distribution, cfg.train.batch_size, cfg.train.sequence_length)
-        lm = _abstract_model(cfg, batch, described or describe(cfg.model))
+        lm = _abstract_model(cfg, batch, described or describe(cfg.model),
+                             the_plan.axis_sizes.get(cfg.mesh.batch_axis, 1))
         specs = {e.path: e.spec for e in the_plan.entries}
         mesh = distribution.device_mesh.backend_mesh
         state = tuple(_abstract(vs, specs, mesh) for vs in (

@@ -68,14 +68,16 @@ class DeviceMemory:
 
 
 def activation_bytes(dims: Dimensions, batch_per_device: int, sequence_length: int,
-                     model_axis_size: int, compute_itemsize: int, remat: str = "none") -> int:
+                     model_axis_size: int, compute_itemsize: int, remat: str = "none",
+                     loss_tiles: int = 1) -> int:
     """What the forward pass keeps for the backward pass, per device.
 
     Per token and layer (elements): the residual stream and its norms around attention and the
     feed-forward block (6 x hidden), q, k, v and the attention output (2 x (query_heads +
     kv_heads) x head_dim), the scores and their softmax (2 x query_heads x sequence_length), and
-    the feed-forward gate, up, activation and product (4 x ffw). Then the logits, in the compute
-    dtype and again in float32 for the loss. Head-, feed-forward- and vocabulary-sized tensors are
+    the feed-forward gate, up, activation and product (4 x ffw). Then one loss tile's logits
+    (runner/token_loss.py: 1 / loss_tiles of the sequence), in the compute dtype, in float32
+    and as their float32 gradient; the hidden states' gradient is the residual stream's. Head-, feed-forward- and vocabulary-sized tensors are
     taken as split over the model axis like the weights that make them; the residual stream is
     not. LoRA does not shrink this: gradients must flow back through every layer to reach the
     first adapter. It is an estimate (XLA fuses some of these away and adds temporaries).
@@ -96,26 +98,34 @@ def activation_bytes(dims: Dimensions, batch_per_device: int, sequence_length: i
         layers = tokens * (dims.layers * dims.hidden + per_token_layer) * compute_itemsize
     else:
         layers = dims.layers * tokens * per_token_layer * compute_itemsize
-    logits = tokens * dims.vocabulary / m * (compute_itemsize + 4)
+    logits = tokens / loss_tiles * dims.vocabulary / m * (compute_itemsize + 4 + 4)
     return int(math.ceil(layers + logits))
 
 
 def memory_per_device(plan, dims: Optional[Dimensions], batch_size: int, sequence_length: int,
                       batch_axis: str, model_axis: str, compute_itemsize: int,
-                      remat: str = "none") -> Memory:
-    """Sum the plan's entries by kind and add the activation estimate."""
+                      remat: str = "none", micro_batches: int = 1,
+                      loss_tiles: int = 1) -> Memory:
+    """Sum the plan's entries by kind and add the activation estimate, for one micro-batch
+    (train.gradient_accumulation_steps: their gradients are summed in float32, one more
+    gradient-sized buffer)."""
     weights = [e for e in plan.entries if e.kind != "optimizer"]
     trainable = sum(e.bytes_per_device for e in weights if e.trainable)
     sizes = plan.axis_sizes
     activations = 0
     if dims is not None:
-        per_device = max(1, batch_size // sizes.get(batch_axis, 1))
+        per_device = max(1, batch_size // micro_batches // sizes.get(batch_axis, 1))
         activations = activation_bytes(dims, per_device, sequence_length,
-                                       sizes.get(model_axis, 1), compute_itemsize, remat)
+                                       sizes.get(model_axis, 1), compute_itemsize, remat,
+                                       loss_tiles)
+    # trainable weights are float32 or 16-bit floats
+    summed = sum(e.bytes_per_device * (2 if "16" in e.dtype else 1)
+                 for e in weights if e.trainable) if micro_batches > 1 else 0
     return Memory(
         frozen_weights=sum(e.bytes_per_device for e in weights if not e.trainable),
         trainable_weights=trainable,
-        gradients=trainable,  # one gradient per trainable weight, in the weight's dtype
+        # one gradient per trainable weight, in the weight's dtype (and their float32 sum)
+        gradients=trainable + summed,
         optimizer_state=sum(e.bytes_per_device for e in plan.entries if e.kind == "optimizer"),
         activations=activations,
     )

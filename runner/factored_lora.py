@@ -1,0 +1,69 @@
+"""LoRA computed as PEFT computes it: x @ W + (alpha / rank) * (x @ A) @ B, with W frozen.
+
+Keras's Dense and EinsumDense with LoRA read their `kernel` property in the forward pass, and
+that property merges: W + (alpha / rank) * A @ B, a full-size kernel built every step, so the
+backward pass computes a full-size kernel gradient for every adapted layer (only to pass it on
+to A and B), as full fine-tuning would. Keras's own int8 and int4 paths already compute LoRA
+factored; this gives the float path the same form. `kernel` itself still merges, so merging,
+saving and exporting the adapter are unchanged.
+
+Layers are moved to a subclass of their own class (the same weights, names and config), made
+once per class: keras-hub builds its layers, so the runner cannot choose their class.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+def factor(layers) -> int:
+    """Make each LoRA-enabled Dense or EinsumDense in `layers` compute LoRA factored; returns
+    how many it changed. A layer whose equation does not end in the kernel's last axis (none
+    of the families' LoRA targets) keeps Keras's merged kernel."""
+    changed = 0
+    for layer in layers:
+        cls = _factored_class(type(layer))
+        if cls is not None and getattr(layer, "lora_enabled", False) and _factorable(layer):
+            layer.__class__ = cls
+            changed += 1
+    return changed
+
+
+def _factorable(layer) -> bool:
+    equation = getattr(layer, "equation", None)
+    if equation is None:  # Dense: x @ W
+        return True
+    inputs, output = equation.split("->")
+    kernel = inputs.split(",")[1]
+    # einsum(x, A) must put the rank where the kernel's last axis was: the output's last axis
+    return output.strip()[-1:] == kernel.strip()[-1:]
+
+
+@functools.cache
+def _factored_class(cls):
+    import keras
+
+    if issubclass(cls, keras.layers.EinsumDense):
+        def product(layer, inputs, kernel):
+            return keras.ops.einsum(layer.equation, inputs, kernel)
+    elif issubclass(cls, keras.layers.Dense):
+        def product(layer, inputs, kernel):
+            return keras.ops.matmul(inputs, kernel)
+    else:
+        return None
+
+    def call(self, inputs, training=None):
+        if not self.lora_enabled:
+            return cls.call(self, inputs, training=training)
+        x = product(self, inputs, self._kernel)
+        update = keras.ops.matmul(product(self, inputs, self.lora_kernel_a),
+                                  self.lora_kernel_b)
+        x = keras.ops.add(x, (self.lora_alpha / self.lora_rank) * update)
+        if self.bias is not None:
+            x = keras.ops.add(x, self.bias)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+    # the same registered name, so a saved config reads back as Keras's own class
+    return type(cls.__name__, (cls,), {"call": call, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})

@@ -1,0 +1,106 @@
+"""The step's cross-entropy, token count and accuracy from one pass over the logits, tile by tile.
+
+`token_sums(head, head_values, trainable, hidden, labels, weights, tiles)` returns the weighted
+sum of cross-entropies, the weighted token count and the weighted count of tokens whose label
+has the highest logit, computing the output layer (`head`: hidden -> logits) over `tiles`
+slices of the sequence. Per tile, the float32 log-softmax is taken once (its max serves the
+accuracy too), and under differentiation the tile's gradient is taken at once in the forward
+pass (dlogits = softmax - onehot, weighted) and pushed through the head's VJP: the float32
+batch x length x vocabulary logits and their gradient never exist whole, and no logit is
+computed twice. This is the chunked cross-entropy of Liger-Kernel and Unsloth and MaxText's
+vocabulary tiling; written here because none of them is a JAX library that takes a Keras
+layer as the output layer.
+
+The loss is a sum, so its cotangent is a scalar: the backward pass only scales the gradients
+the forward pass kept (the hidden states' and the trainable head weights'). Frozen head
+weights (LoRA: the embedding) get no gradient computed at all.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+def _split(x, tiles: int):
+    """(batch, length, ...) -> (tiles, batch, length / tiles, ...)."""
+    b, t = x.shape[:2]
+    return jnp.moveaxis(x.reshape(b, tiles, t // tiles, *x.shape[2:]), 1, 0)
+
+
+def _join(x):
+    """The inverse of _split."""
+    tiles, b, t = x.shape[:3]
+    return jnp.moveaxis(x, 0, 1).reshape(b, tiles * t, *x.shape[3:])
+
+
+def _stats(logits, labels, weights):
+    """(loss_sum, count, correct, log_normalizer) of one tile, from float32 logits."""
+    top = jnp.max(logits, axis=-1)
+    lse = top + jnp.log(jnp.sum(jnp.exp(logits - top[..., None]), axis=-1))
+    picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+    # the label is a top prediction when its logit is the maximum (a tie counts as a hit,
+    # where argmax would pick the first of the tied tokens)
+    hit = (picked >= top).astype(jnp.float32)
+    return (jnp.sum((lse - picked) * weights), jnp.sum(weights), jnp.sum(hit * weights), lse)
+
+
+def token_sums(head, head_values, trainable, hidden, labels, weights, tiles: int):
+    """(loss_sum, count, correct), float32 scalars. `head(head_values, hidden)` -> logits;
+    `trainable[i]`: whether head_values[i] gets a gradient (static)."""
+    trainable = tuple(bool(t) for t in trainable)
+    dtypes = [v.dtype for v in head_values]
+    labels = labels.astype(jnp.int32)
+    weights = weights.astype(jnp.float32)
+
+    def logits_of(values, h):
+        return head(values, h).astype(jnp.float32)
+
+    @jax.custom_vjp
+    def sums(values, h):
+        def tile(carry, xs):
+            h_t, y_t, w_t = xs
+            out = _stats(logits_of(values, h_t), y_t, w_t)[:3]
+            return tuple(c + o for c, o in zip(carry, out)), None
+        zero = jnp.zeros((), jnp.float32)
+        carry, _ = jax.lax.scan(tile, (zero, zero, zero),
+                                (_split(h, tiles), _split(labels, tiles),
+                                 _split(weights, tiles)))
+        return carry
+
+    def forward(values, h):
+        def tile(carry, xs):
+            h_t, y_t, w_t = xs
+
+            def logits_for(learned, h_t):  # the head as a function of what gets gradients
+                merged, it = [], iter(learned)
+                for value, learns in zip(values, trainable):
+                    merged.append(next(it) if learns else value)
+                return logits_of(merged, h_t)
+            learned = [v for v, learns in zip(values, trainable) if learns]
+            logits, vjp = jax.vjp(logits_for, learned, h_t)
+            loss_sum, count, correct, lse = _stats(logits, y_t, w_t)
+            probs = jnp.exp(logits - lse[..., None])
+            vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+            dlogits = jnp.where(vocab == y_t[..., None], probs - 1.0, probs) * w_t[..., None]
+            d_learned, d_h = vjp(dlogits)
+            sums_, grads = carry
+            grads = [g + d.astype(jnp.float32) for g, d in zip(grads, d_learned)]
+            return ((sums_[0] + loss_sum, sums_[1] + count, sums_[2] + correct), grads), d_h
+        zero = jnp.zeros((), jnp.float32)
+        grads0 = [jnp.zeros(v.shape, jnp.float32) for v, learns in zip(values, trainable)
+                  if learns]
+        (carry, grads), d_hidden = jax.lax.scan(
+            tile, ((zero, zero, zero), grads0),
+            (_split(h, tiles), _split(labels, tiles), _split(weights, tiles)))
+        return carry, (grads, _join(d_hidden))
+
+    def backward(saved, cotangent):
+        grads, d_hidden = saved
+        g = cotangent[0]  # the loss sum's; the count and the hits are not differentiable
+        it = iter(grads)
+        d_values = [(g * next(it)).astype(dtype) if learns else None
+                    for learns, dtype in zip(trainable, dtypes)]
+        return d_values, (g * d_hidden).astype(d_hidden.dtype)
+
+    sums.defvjp(forward, backward)
+    return sums(list(head_values), hidden)

@@ -6,7 +6,9 @@ and a pure JAX + optax step, on the same model, batch and synthetic tokens.
     python benchmarks/gpu.py --tiny                   # the shipped tiny Gemma on CPU: the code path
 
 Each (model, program) pair runs in its own process, one after another, so each peak memory is
-its own: architecture from conf/model/<model>.yaml with random weights (seeded), bfloat16 weights
+its own, and on the same one device (the first GPU, or one CPU device: the runner gets
+cpu_devices=1 and every process CUDA_VISIBLE_DEVICES=0), so a ratio measures the program, not
+the device count: architecture from conf/model/<model>.yaml with random weights (seeded), bfloat16 weights
 and compute, LoRA on the family's default layers, every device on the batch axis, synthetic
 token ids (no dataset, no TensorFlow, no W&B: the machines this is for have none of them).
 - runner: `python -m runner model=M model.weights=random dataset=synthetic ...` as a user runs it;
@@ -74,6 +76,7 @@ def _env(args) -> dict:
     env.setdefault("RUNNER_OFFLINE", "1")  # nothing on these machines reaches a network
     if args.tiny:
         env.setdefault("JAX_PLATFORMS", "cpu")
+    env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # every program on the same one device
     env.pop("HYDRA_FULL_ERROR", None)
     return env
 
@@ -83,8 +86,7 @@ def run_program(program: str, model: str, args, work: Path) -> dict:
     if program == "runner":
         run_dir = work / f"{model}-runner"
         cmd = [sys.executable, "-m", "runner", *runner_overrides(model, args, run_dir)]
-        if args.tiny:
-            cmd.append("cpu_devices=1")  # one device, as the baselines use
+        cmd.append("cpu_devices=1")  # one device, as the baselines use
     else:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_programs.py"), program, model,
                "--batch", str(args.batch), "--length", str(args.length), "--rank",

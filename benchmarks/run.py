@@ -137,8 +137,27 @@ def compiled_step(work: Path, name: str) -> dict:
     return {"instructions": len(ops),
             "collectives": sum(op.removesuffix("-start") in COLLECTIVES for op in ops),
             "cross_entropy": ops.count("log"),  # one log per log-softmax over the vocabulary
+            "vocabulary_reductions": vocabulary_reductions(hlo, tiny_vocabulary()),
             "buffer_bytes": int(total.group(1)) if total else 0,
             "compilations": len(modules)}
+
+
+def tiny_vocabulary() -> int:
+    config = ROOT / "runner" / "assets" / "presets" / "tiny_gemma" / "config.json"
+    return json.loads(config.read_text())["config"]["vocabulary_size"]
+
+
+def vocabulary_reductions(hlo: str, vocabulary: int) -> int:
+    """reduce instructions over a vocabulary-sized axis (a max, a sum of exponentials, an
+    argmax): what a pass over the logits costs, fused or not."""
+    found = 0
+    for line in hlo.splitlines():
+        match = re.search(r" reduce\((?:\w+)\[([\d,]*)\].*?dimensions=\{([\d,]+)\}", line)
+        if match:
+            shape = [int(d) for d in match.group(1).split(",") if d]
+            axes = [int(a) for a in match.group(2).split(",")]
+            found += any(shape[a] == vocabulary for a in axes if a < len(shape))
+    return found
 
 
 def default_run(work: Path) -> dict:
@@ -237,10 +256,13 @@ def main() -> None:
         if name != runner:
             note = (f"runner adds {base['instructions'] - c['instructions']:+d} instructions, "
                     f"{base['collectives'] - c['collectives']:+d} collectives, "
-                    f"{base['cross_entropy'] - c['cross_entropy']:+d} cross-entropy")
+                    f"{base['cross_entropy'] - c['cross_entropy']:+d} cross-entropy, "
+                    f"{base['vocabulary_reductions'] - c['vocabulary_reductions']:+d} "
+                    "vocabulary-sized reductions")
         rows.append(f"| compiled train step: {name.split(' (')[0]} | "
                     f"{c['instructions']:,} HLO instructions | {c['collectives']} collectives, "
                     f"{c['cross_entropy']} cross-entropy pass(es), "
+                    f"{c['vocabulary_reductions']} vocabulary-sized reductions, "
                     f"{c['buffer_bytes'] / 2**20:.2f} MiB buffers, compiled "
                     f"{c['compilations']}x{'; ' + note if note else ''} |")
     rows.append(f"| peak matmul (measured, all devices) | {peak / 1e9:.1f} GFLOP/s | "

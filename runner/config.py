@@ -311,6 +311,11 @@ class DatasetConfig:
               "refused with file:line)"))
     too_long: TooLong = key(TooLong.truncate, ENUM,
         help=("examples longer than train.sequence_length: truncate or drop (counted either way)"))
+    # several examples per row, attention masked per document (runner/packing.py); off by
+    # default so that runs made before it keep their batches (exact reruns)
+    packing: bool = key(False, Flag(),
+        help=("pack examples into full rows (best-fit decreasing), attention and positions per "
+              "document: fewer padding tokens, fewer steps per epoch"))
     take: Optional[int] = key(None, at_least(1),
         help=("use only the first N examples of each split; null: all"))
     shuffle_buffer: int = key(10000, at_least(1),
@@ -357,7 +362,7 @@ class TrainConfig:
     # float32 batch x length x vocabulary logits never exist whole
     loss_tiles: Any = key("auto", AutoOr(at_least(1)),
         help=("slices of the sequence the loss is computed over (float32 logits never whole); "
-              "auto: the fewest whose logits fit 64 MiB per device; 1: untiled"))
+              "auto: the fewest whose float32 logits fit 512 MiB per device; 1: untiled"))
     # steps between checkpoints (null: none); operational: a cut run may resume with another
     checkpoint_every: Optional[int] = key(None, at_least(1), operational=True,
         help="steps between Orbax checkpoints; null: none (a stop signal still saves one)")

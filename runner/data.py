@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from runner import packing
 from runner.datasets.opening import label, open_dataset
 from runner.errors import UserError
 from runner.formats import FORMATS
@@ -21,6 +22,8 @@ class Counts:
     too_long: int  # longer than sequence_length + 1 tokens (start token and targets included)
     tokens_cut: int  # tokens those examples lost (dataset.too_long=truncate)
     dropped: int  # examples left out (dataset.too_long=drop): too_long, or 0
+    rows: Optional[int] = None  # dataset.packing: the rows the kept examples were packed into
+    filled: Optional[float] = None  # dataset.packing: the share of those rows' slots in use
 
     @property
     def kept(self) -> int:
@@ -109,6 +112,26 @@ def _text_packer(preprocessor):
                                        "responses": texts})
 
 
+def _packed_rows(ds, packed: bool, preprocessor, sequence_length: int, counts: Counts, where):
+    """dataset.packing=true: the split's examples packed into rows (runner/packing.py), as
+    (tf.data of rows, Counts with the rows and their fill)."""
+    import dataclasses
+    import logging
+
+    import tensorflow as tf
+
+    if not packed:  # format=text: keras-hub's preprocessor makes each example's triple
+        ds = ds.batch(256).map(_text_packer(preprocessor), num_parallel_calls=tf.data.AUTOTUNE,
+                               deterministic=True).unbatch()
+    pad = preprocessor.tokenizer.pad_token_id
+    rows = packing.pack(ds.as_numpy_iterator(), sequence_length, int(pad or 0))
+    logging.getLogger(__name__).info(
+        "%s: %d examples packed into %d rows of %d tokens (dataset.packing=true): %.1f%% of "
+        "the slots hold tokens", where, rows.documents, rows.rows, sequence_length,
+        100 * rows.filled)
+    return rows.dataset(), dataclasses.replace(counts, rows=rows.rows, filled=rows.filled)
+
+
 def _batched(ds, packed: bool, preprocessor, batch_size: int):
     import tensorflow as tf
 
@@ -131,10 +154,15 @@ def build(dataset_cfg, preprocessor, batch_size: int, sequence_length: int, epoc
     opened = open_dataset(dataset_cfg)
     ds, packed, counts = _examples(opened, dataset_cfg, dataset_cfg.split, preprocessor,
                                    sequence_length)
-    n = counts.kept
+    if dataset_cfg.packing:
+        ds, counts = _packed_rows(ds, packed, preprocessor, sequence_length, counts,
+                                  f"{opened.label}[{dataset_cfg.split}]")
+        packed = True
+    n = counts.rows if dataset_cfg.packing else counts.kept
     steps_per_epoch = n // batch_size
     if steps_per_epoch == 0:
-        raise UserError(f"train.batch_size={batch_size} is larger than the {n} usable examples "
+        what = "packed rows" if dataset_cfg.packing else "usable examples"
+        raise UserError(f"train.batch_size={batch_size} is larger than the {n} {what} "
                         f"of {label(dataset_cfg)}[{dataset_cfg.split}]; use a smaller batch")
     steps = steps_per_epoch * epochs
     if max_steps:
@@ -154,7 +182,11 @@ def build_eval(dataset_cfg, preprocessor, batch_size: int, sequence_length: int,
     opened = open_dataset(dataset_cfg)
     ds, packed, counts = _examples(opened, dataset_cfg, dataset_cfg.eval_split, preprocessor,
                                    sequence_length)
-    n = counts.kept
+    if dataset_cfg.packing:
+        ds, counts = _packed_rows(ds, packed, preprocessor, sequence_length, counts,
+                                  f"{opened.label}[{dataset_cfg.eval_split}]")
+        packed = True
+    n = counts.rows if dataset_cfg.packing else counts.kept
     steps = n // batch_size
     if max_batches:
         steps = min(steps, max_batches)

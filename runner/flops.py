@@ -5,6 +5,13 @@ Model FLOPs follow PaLM's accounting (Chowdhery et al. 2022, appendix B): a weig
 per token forward and 4 backward (activation and weight gradients), so 6 per trainable weight;
 a frozen weight skips its weight gradient, so 4; attention adds 12 x layers x heads x head_dim x
 sequence length per token. Rematerialisation and padding do not count.
+
+That is what the runner's step does: LoRA is computed factored (runner/factored_lora.py), so a
+frozen kernel under an adapter gets no weight gradient (Keras's merged LoRA computed one, 6 per
+adapted weight, plus the merge), and the loss (runner/token_loss.py) computes each logit once
+and the output layer's weight gradient only when it trains. Counted as weights but doing no
+matmul: an untied input embedding's rows (a lookup), an overcount of 4 x vocabulary x hidden per
+token for Llama, Mistral, Mixtral and Qwen 2.5 7B, not for the tied Gemma and small Qwen.
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ equally, which weighs a token of a short micro-batch more).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+
+from runner import documents
 
 
 def install(causal_lm, token_metrics, tiles: int, accumulation: int = 1) -> None:
@@ -38,7 +41,9 @@ def _forward(lm, trainable, non_trainable, x, y, w, tiles: int, training: bool):
 
     mapping = list(zip(lm.trainable_variables, trainable)) + \
         list(zip(lm.non_trainable_variables, non_trainable))
-    with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+    x, packed = documents.split(x)  # packed rows: attention and positions per document
+    with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope, \
+            documents.documents(*packed) if packed else contextlib.nullcontext():
         hidden = lm.backbone(x, training=training)
         extra = sum((keras.ops.sum(keras.ops.cast(loss, "float32"))
                      for loss in lm.backbone.losses), keras.ops.zeros((), "float32"))

@@ -33,6 +33,15 @@ def _join(x):
     return jnp.moveaxis(x, 0, 1).reshape(b, tiles * t, *x.shape[3:])
 
 
+def _over_tiles(tile, carry, arrays, tiles: int):
+    """lax.scan of `tile` over `tiles` slices of the sequence of each of `arrays`, its stacked
+    outputs joined back; one tile is a plain call (no loop for XLA to keep)."""
+    if tiles == 1:
+        return tile(carry, arrays)
+    carry, out = jax.lax.scan(tile, carry, tuple(_split(a, tiles) for a in arrays))
+    return carry, None if out is None else _join(out)
+
+
 def _stats(logits, labels, weights):
     """(loss_sum, count, correct, log_normalizer) of one tile, from float32 logits."""
     top = jnp.max(logits, axis=-1)
@@ -42,6 +51,18 @@ def _stats(logits, labels, weights):
     # where argmax would pick the first of the tied tokens)
     hit = (picked >= top).astype(jnp.float32)
     return (jnp.sum((lse - picked) * weights), jnp.sum(weights), jnp.sum(hit * weights), lse)
+
+
+def _stats_and_softmax(logits, labels, weights):
+    """_stats' sums and the softmax, from one exponential of the logits."""
+    top = jnp.max(logits, axis=-1)
+    exps = jnp.exp(logits - top[..., None])
+    total = jnp.sum(exps, axis=-1)
+    picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+    hit = (picked >= top).astype(jnp.float32)
+    loss = top + jnp.log(total) - picked
+    return (jnp.sum(loss * weights), jnp.sum(weights), jnp.sum(hit * weights),
+            exps / total[..., None])
 
 
 def token_sums(head, head_values, trainable, hidden, labels, weights, tiles: int):
@@ -62,10 +83,7 @@ def token_sums(head, head_values, trainable, hidden, labels, weights, tiles: int
             out = _stats(logits_of(values, h_t), y_t, w_t)[:3]
             return tuple(c + o for c, o in zip(carry, out)), None
         zero = jnp.zeros((), jnp.float32)
-        carry, _ = jax.lax.scan(tile, (zero, zero, zero),
-                                (_split(h, tiles), _split(labels, tiles),
-                                 _split(weights, tiles)))
-        return carry
+        return _over_tiles(tile, (zero, zero, zero), (h, labels, weights), tiles)[0]
 
     def forward(values, h):
         def tile(carry, xs):
@@ -78,8 +96,7 @@ def token_sums(head, head_values, trainable, hidden, labels, weights, tiles: int
                 return logits_of(merged, h_t)
             learned = [v for v, learns in zip(values, trainable) if learns]
             logits, vjp = jax.vjp(logits_for, learned, h_t)
-            loss_sum, count, correct, lse = _stats(logits, y_t, w_t)
-            probs = jnp.exp(logits - lse[..., None])
+            loss_sum, count, correct, probs = _stats_and_softmax(logits, y_t, w_t)
             vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
             dlogits = jnp.where(vocab == y_t[..., None], probs - 1.0, probs) * w_t[..., None]
             d_learned, d_h = vjp(dlogits)
@@ -89,10 +106,9 @@ def token_sums(head, head_values, trainable, hidden, labels, weights, tiles: int
         zero = jnp.zeros((), jnp.float32)
         grads0 = [jnp.zeros(v.shape, jnp.float32) for v, learns in zip(values, trainable)
                   if learns]
-        (carry, grads), d_hidden = jax.lax.scan(
-            tile, ((zero, zero, zero), grads0),
-            (_split(h, tiles), _split(labels, tiles), _split(weights, tiles)))
-        return carry, (grads, _join(d_hidden))
+        (carry, grads), d_hidden = _over_tiles(tile, ((zero, zero, zero), grads0),
+                                               (h, labels, weights), tiles)
+        return carry, (grads, d_hidden)
 
     def backward(saved, cotangent):
         grads, d_hidden = saved

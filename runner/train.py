@@ -33,6 +33,7 @@ from runner import (
     checkpoints,
     checks,
     data,
+    documents,
     flops,
     generation,
     layout,
@@ -339,10 +340,7 @@ def _restore_newest_good(decided: Decided, built: Built, or_restart: bool) -> St
     that restores. None restoring is a UserError, or (or_restart) a start from step 0 with all
     of them set aside."""
     lm, folder = built.causal_lm, decided.folder
-    # the state fit would build (the compiled metrics' variables included), to restore into
-    lm.preprocessor = None
-    lm._symbolic_build(data_batch=next(iter(built.stream.from_step(0))))
-    lm.preprocessor = built.preprocessor
+    _build_state(lm, built)  # the state fit would build, to restore into
     unreadable = []
     for checkpoint in decided.claim.checkpoints:
         problem, meta = _restore(lm, checkpoint)
@@ -361,6 +359,16 @@ def _restore_newest_good(decided: Decided, built: Built, or_restart: bool) -> St
                     f"train.resume=or_restart (it sets them aside in {SET_ASIDE}/, never "
                     "deletes them, and resumes as usual once a checkpoint restores), or choose "
                     "a new folder")
+
+
+def _build_state(lm, built: Built) -> None:
+    """What Keras's fit builds before its first step (the compiled metrics' variables), from a
+    batch of the stream with the model's own inputs only: a packed batch's segment ids and
+    positions are the step's (runner/documents.py), not inputs of the model."""
+    preprocessor, lm.preprocessor = lm.preprocessor, None
+    x, y, w = next(iter(built.stream.from_step(0)))
+    lm._symbolic_build(data_batch=(documents.split(x)[0], y, w))
+    lm.preprocessor = preprocessor
 
 
 def _set_aside(decided: Decided, unreadable: list, then: str) -> None:
@@ -463,6 +471,7 @@ def fit(cfg, decided: Decided, built: Built, start: Start, tracker: Tracker,
         keep_final=cfg.lora.rank == 0,
         should_stop=lambda step: stops.agreed(decided.process_count))
     stops.stop_now(decided.process_count, start.step)  # asked while sampling or restoring
+    _build_state(lm, built)  # not by fit, which would call the model with a packed batch
     lm.preprocessor = None  # batches arrive preprocessed; fit must not redo it
     began = time.time()
     # A resumed run replays the stream to where the checkpoint was taken. The synthetic stream

@@ -11,31 +11,9 @@ import pytest
 
 import hf_checkpoints
 from conftest import compose
+from tiny_models import tiny_causal_lm
 
 MODEL_TYPES = sorted(hf_checkpoints.KINDS)
-
-
-def _tiny_causal_lm(model_type: str, lora: str):
-    import keras
-    import transformers
-
-    from runner import model
-    from runner.families import by_model_type, correct
-    from runner.hf.folder import keras_numbers
-
-    config_cls, extra, _ = hf_checkpoints.KINDS[model_type]
-    config = getattr(transformers, config_cls)(
-        vocab_size=hf_checkpoints.VOCAB, hidden_size=32, intermediate_size=64,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **extra).to_dict()
-    family = by_model_type(model_type)
-    keras.utils.set_random_seed(0)
-    backbone = model.backbone_class(family)(**keras_numbers(family, config), dtype="float32")
-    correct(backbone)
-    model.apply_lora(backbone, compose(f"lora={lora}").lora)
-    for v in backbone.trainable_variables:  # LoRA's B starts at zero: give A a gradient too
-        if "lora_kernel_b" in v.path:
-            v.assign(np.random.default_rng(1).normal(0, 0.1, v.shape).astype("float32"))
-    return model.causal_lm_class(family)(backbone=backbone, preprocessor=None)
 
 
 def _batch(batch=4, length=16):
@@ -71,7 +49,7 @@ def _one_step(lm, tiles=None, micro=1):
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_the_runner_step_equals_keras_step_in_every_family(model_type):
-    lm = _tiny_causal_lm(model_type, "rank4")
+    lm = tiny_causal_lm(model_type, "rank4")
     start = [np.asarray(v.numpy()) for v in lm.trainable_variables]
     reference, expected = _one_step(lm)
     # Mixtral adds its router's load-balancing loss, a mean over the tokens of a micro-batch
@@ -79,7 +57,7 @@ def test_the_runner_step_equals_keras_step_in_every_family(model_type):
     # update then follows each micro-batch's balance, as in every accumulating trainer)
     own_loss = not np.isclose(reference["loss"], reference["token_loss"], rtol=1e-6)
     assert own_loss == (model_type == "mixtral")
-    for tiles, micro in ((1, 1), (4, 1), (4, 2)):
+    for tiles, micro in ((1, 1), (4, 2)):  # untiled in one batch; tiled in micro-batches
         for v, value in zip(lm.trainable_variables, start):
             v.assign(value)
         logs, got = _one_step(lm, tiles, micro)
@@ -97,7 +75,7 @@ def test_the_runner_step_equals_keras_step_in_every_family(model_type):
 def test_full_fine_tuning_trains_the_output_layer_the_same(model_type):
     """Without LoRA the output layer trains: Gemma's is the tied embedding (its gradient comes
     from the input and the output side), Llama's its own reverse embedding."""
-    lm = _tiny_causal_lm(model_type, "none")
+    lm = tiny_causal_lm(model_type, "none")
     start = [np.asarray(v.numpy()) for v in lm.trainable_variables]
     _, expected = _one_step(lm)
     for v, value in zip(lm.trainable_variables, start):
@@ -117,7 +95,7 @@ def test_evaluation_reports_the_same_loss_as_keras():
     from runner import step
     from runner.metrics import TokenMetrics, flat
 
-    lm = _tiny_causal_lm("qwen3", "rank4")
+    lm = tiny_causal_lm("qwen3", "rank4")
     x, y, w = _batch()
     results = []
     for tiles in (None, 2):
@@ -189,7 +167,7 @@ def test_lora_is_computed_factored_so_no_kernel_sized_product_exists():
     no merged kernel and no full-size kernel gradient; the outputs are the same."""
     import keras
 
-    lm = _tiny_causal_lm("gemma", "rank4")
+    lm = tiny_causal_lm("gemma", "rank4")
     adapted = [layer for layer in lm.backbone._flatten_layers() if getattr(
         layer, "lora_enabled", False)]
     shapes = {tuple(layer._kernel.shape) for layer in adapted}
@@ -201,3 +179,48 @@ def test_lora_is_computed_factored_so_no_kernel_sized_product_exists():
     merged = np.asarray(lm.predict_on_batch(x))
     assert np.allclose(factored, merged, rtol=1e-5, atol=1e-5)
     assert _kernel_sized_products(lm, shapes) > 0
+
+
+def _vocabulary_reductions(lm, install: bool) -> int:
+    """reduce operations over the vocabulary axis in the train step as lowered (before XLA
+    fuses anything): what the step asks the devices to do over batch x length x vocabulary."""
+    import re
+
+    import jax
+    import keras
+
+    from runner import step
+    from runner.metrics import TokenMetrics
+
+    metrics = TokenMetrics()
+    lm.compile(optimizer=keras.optimizers.SGD(1.0), weighted_metrics=[metrics],
+               loss=keras.losses.SparseCategoricalCrossentropy(
+                   from_logits=True, reduction="mean_with_sample_weight"))
+    if install:
+        step.install(lm, metrics, 4)
+    x, y, w = _batch()
+    lm._symbolic_build(data_batch=(x, y, w))
+    state = tuple([v.value for v in vs] for vs in (
+        lm.trainable_variables, lm.non_trainable_variables, lm.optimizer.variables,
+        lm.metrics_variables))
+    text = jax.jit(lm.train_step).lower(state, (x, y, w)).as_text()
+    vocabulary = hf_checkpoints.VOCAB
+    found = 0
+    for line in text.splitlines():
+        match = re.search(r"stablehlo\.reduce\(.*?\) .*?dimensions = \[([\d, ]+)\].*?: "
+                          r"\(tensor<([\dx]+)x\w+>", line)
+        if match:
+            shape = [int(d) for d in match.group(2).split("x")]
+            found += any(shape[int(a)] == vocabulary for a in match.group(1).split(","))
+    return found
+
+
+def test_the_step_reduces_over_the_vocabulary_in_one_pass():
+    """Keras's step takes the loss's log-softmax, the metric's own and an argmax (and reduces
+    again in their backward passes); the runner's takes one max and one sum of exponentials
+    per tile, and none in the backward pass (the gradient is taken in the forward pass)."""
+    lm = tiny_causal_lm("qwen3", "rank4")
+    keras_count = _vocabulary_reductions(lm, install=False)
+    runner_count = _vocabulary_reductions(lm, install=True)
+    assert runner_count == 2, runner_count
+    assert keras_count >= 5, keras_count

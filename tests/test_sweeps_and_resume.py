@@ -125,8 +125,9 @@ def _kill_when(proc, path: Path, timeout=600) -> None:
     assert proc.wait() == -signal.SIGKILL
 
 
+# packed rows (dataset.packing): every cut, resume and sweep below replays packed batches too
 CUT = ["train.steps=60", "train.checkpoint_every=10", "train.log_every=5", "generate.prompts=[]",
-       "tracking.mode=disabled"]
+       "tracking.mode=disabled", "dataset.packing=true"]
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,9 @@ def problems(dataset_cfg, max_steps, prompts) -> list[str]:
     if dataset_cfg.format != "text":
         found.append(f"dataset.format={dataset_cfg.format}: dataset=synthetic is plain token "
                      "ids (loss on every token); set dataset.format=text")
+    if dataset_cfg.packing:
+        found.append("dataset.packing=true: dataset=synthetic rows are full of tokens already, "
+                     "nothing to pack; set dataset.packing=false")
     return found
 
 

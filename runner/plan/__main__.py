@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from runner import startup
+from runner import objective, startup
 from runner.checks import run_checks
 from runner.config import compose, validate
 from runner.model import backbone_class, dtype_policy
@@ -98,8 +98,14 @@ def plan_for(cfg) -> dict:
     fit = mem.fit_problem(memory, device)
     problems = findings.problems + [p for p in the_plan.problems if p not in findings.problems]
     the_plan = dataclasses.replace(the_plan, problems=problems + ([fit] if fit else []))
-    per_device = cfg.train.batch_size // max(1, the_plan.axis_sizes.get(cfg.mesh.batch_axis, 1))
-    note = (f"estimate: batch {per_device} x {cfg.train.sequence_length} tokens per device, "
+    micro = int(cfg.train.gradient_accumulation_steps)
+    batch_axis = max(1, the_plan.axis_sizes.get(cfg.mesh.batch_axis, 1))
+    per_device = cfg.train.batch_size // micro // batch_axis
+    tiles = objective.loss_tiles(cfg.train, batch_axis, the_plan.dimensions.vocabulary) \
+        if the_plan.dimensions else 1
+    note = (f"estimate: batch {per_device} x {cfg.train.sequence_length} tokens per device"
+            + (f" (one of {micro} micro-batches)" if micro > 1 else "")
+            + f", the loss over {tiles} tile{'s' * (tiles > 1)} of the sequence, "
             f"train.remat={cfg.train.remat}"
             + (" (a lower bound; --compile gives XLA's figure)" if cfg.train.remat == "blocks"
                else "") if the_plan.dimensions else

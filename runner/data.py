@@ -23,22 +23,24 @@ class Counts:
     tokens_cut: int  # tokens those examples lost (dataset.too_long=truncate)
     dropped: int  # examples left out (dataset.too_long=drop): too_long, or 0
     rows: Optional[int] = None  # dataset.packing: the rows the kept examples were packed into
-    filled: Optional[float] = None  # dataset.packing: the share of those rows' slots in use
+    filled: Optional[float] = None  # the share of the rows' token slots that hold a token
 
     @property
     def kept(self) -> int:
         return self.examples - self.dropped
 
     def line(self, where: str, sequence_length: int) -> str:
+        full = f"; {self.filled:.0%} of their token slots hold tokens (dataset.packing=true " \
+            "fills more)" if self.filled is not None else ""
         if not self.too_long:
             return f"{where}: {self.examples:,} examples, none longer than " \
-                   f"train.sequence_length={sequence_length}"
+                   f"train.sequence_length={sequence_length}{full}"
         what = (f"dropped (dataset.too_long=drop), {self.kept:,} left" if self.dropped else
                 f"cut to fit, {self.tokens_cut:,} tokens lost (dataset.too_long=drop leaves "
                 "them out instead)")
         return (f"{where}: {self.examples:,} examples, {self.too_long:,} "
                 f"({self.too_long / self.examples:.1%}) longer than "
-                f"train.sequence_length={sequence_length}: {what}")
+                f"train.sequence_length={sequence_length}: {what}{full}")
 
 
 @dataclass
@@ -64,13 +66,18 @@ def _counted(ds, drop: bool, width: int):
     import tensorflow as tf
 
     lengths = ds.map(lambda example, length: tf.cast(length, "int64"))
-    examples, over, cut = (int(v) for v in lengths.reduce(
-        (tf.constant(0, "int64"), tf.constant(0, "int64"), tf.constant(0, "int64")),
+    zero = tf.constant(0, "int64")
+    examples, over, cut, used = (int(v) for v in lengths.reduce(
+        (zero, zero, zero, zero),
         lambda acc, n: (acc[0] + 1, acc[1] + tf.cast(n > width, "int64"),
-                        acc[2] + tf.maximum(n - width, 0))))
+                        acc[2] + tf.maximum(n - width, 0),
+                        # the model's input slots an example fills (kept examples only)
+                        acc[3] + tf.where(drop and n > width, zero, tf.minimum(n, width) - 1))))
     if drop:
         ds = ds.filter(lambda example, length: length <= width)
-    counts = Counts(examples, over, 0 if drop else cut, over if drop else 0)
+    kept = examples - (over if drop else 0)
+    counts = Counts(examples, over, 0 if drop else cut, over if drop else 0,
+                    filled=used / (kept * (width - 1)) if kept else 0.0)
     return ds.map(lambda example, length: example), counts
 
 

@@ -363,10 +363,20 @@ def _restore_newest_good(decided: Decided, built: Built, or_restart: bool) -> St
 
 def _build_state(lm, built: Built) -> None:
     """What Keras's fit builds before its first step (the compiled metrics' variables), from a
-    batch of the stream with the model's own inputs only: a packed batch's segment ids and
-    positions are the step's (runner/documents.py), not inputs of the model."""
+    batch shaped like the stream's with the model's own inputs only: a packed batch's segment
+    ids and positions are the step's (runner/documents.py), not inputs of the model. Never
+    from the stream itself: each new iterator over a tf.data shuffle reshuffles, so reading a
+    batch here would change the order fit then sees, and a resumed run would replay another."""
+    import numpy as np
+
+    if built.stream.replay is not None:  # synthetic: batches are pure functions of the step
+        x, y, w = next(iter(built.stream.replay(0)))
+    else:
+        x, y, w = (  # zeros of each tensor's shape and dtype
+            {k: np.zeros(s.shape, s.dtype.as_numpy_dtype) for k, s in spec.items()}
+            if isinstance(spec, dict) else np.zeros(spec.shape, spec.dtype.as_numpy_dtype)
+            for spec in built.stream.dataset.element_spec)
     preprocessor, lm.preprocessor = lm.preprocessor, None
-    x, y, w = next(iter(built.stream.from_step(0)))
     lm._symbolic_build(data_batch=(documents.split(x)[0], y, w))
     lm.preprocessor = preprocessor
 

@@ -362,21 +362,13 @@ def _restore_newest_good(decided: Decided, built: Built, or_restart: bool) -> St
 
 
 def _build_state(lm, built: Built) -> None:
-    """What Keras's fit builds before its first step (the compiled metrics' variables), from a
-    batch shaped like the stream's with the model's own inputs only: a packed batch's segment
-    ids and positions are the step's (runner/documents.py), not inputs of the model. Never
-    from the stream itself: each new iterator over a tf.data shuffle reshuffles, so reading a
-    batch here would change the order fit then sees, and a resumed run would replay another."""
-    import numpy as np
-
-    if built.stream.replay is not None:  # synthetic: batches are pure functions of the step
-        x, y, w = next(iter(built.stream.replay(0)))
-    else:
-        x, y, w = (  # zeros of each tensor's shape and dtype
-            {k: np.zeros(s.shape, s.dtype.as_numpy_dtype) for k, s in spec.items()}
-            if isinstance(spec, dict) else np.zeros(spec.shape, spec.dtype.as_numpy_dtype)
-            for spec in built.stream.dataset.element_spec)
+    """What Keras's fit builds before its first step (the compiled metrics' variables), to
+    restore into, from the stream's first batch with the model's own inputs only: a packed
+    batch's segment ids and positions are the step's (runner/documents.py). Only a resumed run
+    calls it, before fit (as it always has): reading the stream once more in fit changed the
+    shuffle order fit sees (each new iterator over a tf.data shuffle reshuffles)."""
     preprocessor, lm.preprocessor = lm.preprocessor, None
+    x, y, w = next(iter(built.stream.from_step(0)))
     lm._symbolic_build(data_batch=(documents.split(x)[0], y, w))
     lm.preprocessor = preprocessor
 
@@ -481,7 +473,6 @@ def fit(cfg, decided: Decided, built: Built, start: Start, tracker: Tracker,
         keep_final=cfg.lora.rank == 0,
         should_stop=lambda step: stops.agreed(decided.process_count))
     stops.stop_now(decided.process_count, start.step)  # asked while sampling or restoring
-    _build_state(lm, built)  # not by fit, which would call the model with a packed batch
     lm.preprocessor = None  # batches arrive preprocessed; fit must not redo it
     began = time.time()
     # A resumed run replays the stream to where the checkpoint was taken. The synthetic stream

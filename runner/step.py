@@ -53,7 +53,8 @@ def _forward(lm, trainable, non_trainable, x, y, w, tiles: int, training: bool):
         updated.append(value if new is None else new)
     # Every keras-hub CausalLM the runner trains maps hidden states to logits with the
     # backbone's token embedding in reverse (tied or not, soft-capped or not, quantized or not);
-    # tests/test_step.py checks the logits against the model's own call for every family.
+    # tests/test_step.py checks the loss against Keras's step over the model's own logits in
+    # every family.
     head_layer = lm.backbone.token_embedding
     values = {id(v): value for v, value in mapping}
     head_variables = list(head_layer.variables)

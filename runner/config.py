@@ -440,6 +440,13 @@ class PlanConfig:
         help="runner.plan: devices to plan for; null: mesh.shape's product")
     accelerator: Optional[str] = key(None, Choice(_accelerators),
         help=("runner.plan: the accelerator whose memory per device to plan against"))
+    topology: Optional[str] = key(None, Text(
+        pattern=r"(v\d+[a-z]*:)?\d+(x\d+){1,2}",
+        pattern_text="a TPU topology: sides joined by x, optionally after the generation "
+                     "(v5p:4x4x4, v5e:2x4, 2x2)", bad=("v5p-64", "4by4")),
+        help=("runner.plan --compile with a TPU plan.accelerator: the slice's topology as "
+              "libtpu names it (v5p:4x4x4, v5e:2x4, or just 4x4x4); null: the most even one "
+              "of the planned devices"))
     device_memory_gb: Optional[float] = key(None, positive(),
         help=("runner.plan: memory per device in GB (2^30 bytes); overrides plan.accelerator"))
     large_replicated_mb: float = key(64.0, positive(),

@@ -34,6 +34,7 @@ from runner.config import (
 )
 from runner.domains import folder_problem
 from runner.errors import UserError
+from runner.plan.tpu_compiler import quiet_libtpu_off_tpu
 from runner.stopping import Stopped
 
 log = logging.getLogger("runner")
@@ -51,6 +52,7 @@ def set_process_environment(cpu_devices: int) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if flag not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {flag}={cpu_devices}".strip()
+    quiet_libtpu_off_tpu()  # the tpu-plan extra's libtpu on a machine without a TPU
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ banner is not ours to show
     os.environ.setdefault("WANDB_SILENT", "true")
 

@@ -32,6 +32,9 @@ os.environ["RUNNER_OFFLINE"] = "1"  # hermetic: no test depends on this machine'
 # not change; only time does. A test that sets compilation_cache_dir uses its own.
 os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_SCRATCH / "jax-cache")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+from runner.plan.tpu_compiler import quiet_libtpu_off_tpu  # noqa: E402  (imports no jax)
+
+quiet_libtpu_off_tpu()  # the test extra's libtpu (TPU compile tests) on a machine without a TPU
 
 
 def compose(*overrides: str):

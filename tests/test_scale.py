@@ -85,10 +85,11 @@ def test_plan_compile_prints_xla_memory_beside_the_estimate(workdir):
     proc = run_cli("--compile", "--json", "plan.json", module="runner.plan", cwd=workdir,
                    timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Compiled train step, XLA memory analysis per device" in proc.stdout
+    assert "Compiled train step, memory analysis per device by XLA:CPU" in proc.stdout
     compiled = json.loads((workdir / "plan.json").read_text())["compiled"]
     assert compiled["peak"] == (compiled["arguments"] + compiled["outputs"] - compiled["aliased"]
-                                + compiled["temporaries"]) > 0
+                                + compiled["temporaries"] + compiled["generated_code"]) > 0
+    assert compiled["compiler"].startswith("XLA:CPU")
     mismatch = run_cli("--compile", "mesh=2x8", "plan.accelerator=h100-80gb",
                        module="runner.plan", cwd=workdir, timeout=600)  # 16 devices; 8 here
     assert mismatch.returncode == 2 and "cpu_devices=16" in mismatch.stderr

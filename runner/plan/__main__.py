@@ -20,14 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-from runner import objective, startup
+from runner import flops, objective, startup
 from runner.checks import run_checks
 from runner.config import compose, validate
 from runner.model import backbone_class, dtype_policy
 from runner.plan import memory as mem
 from runner.plan import report
 from runner.plan.assemble import estimate_memory, make_plan, own_layout
+from runner.plan import roofline
 from runner.plan.compiled import compile_train_step
+from runner.plan.targets import accelerator
 from runner.presets import describe
 
 
@@ -44,8 +46,11 @@ def _parse(argv):
                         help="also write the plan (every variable, totals, problems) as JSON")
     parser.add_argument("--compile", action="store_true",
                         help="also lower and compile the real train step for the mesh (weights "
-                             "without memory) and print XLA's memory per device beside the "
-                             "estimate; needs the mesh's devices here (CPU: cpu_devices=N)")
+                             "without memory): the compiler's memory per device decides fit, "
+                             "with the estimate beside it and a predicted step time; a TPU "
+                             "plan.accelerator is compiled by libtpu on any machine (the "
+                             "tpu-plan extra), others need the mesh's devices here (CPU: "
+                             "cpu_devices=N)")
     return parser.parse_args(argv)
 
 
@@ -121,6 +126,30 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KB on Linux
 
 
+COMPILED_NEEDS = "the compiled step"
+
+
+def _verdict_from_compiled(the_plan, result, compiled):
+    """The plan's problems with the estimate's fit replaced by the compiled figure's."""
+    fit = mem.need_problem(compiled.peak, f"{COMPILED_NEEDS}'s figure ({compiled.compiler}) of",
+                           result["device"])
+    problems = [p for p in the_plan.problems if p != result["fit"]] + ([fit] if fit else [])
+    return dataclasses.replace(the_plan, problems=problems)
+
+
+def predicted_step(cfg, the_plan, compiled, n_devices: int):
+    """The roofline step time on plan.accelerator (None without one, or without a cost)."""
+    if not cfg.plan.accelerator or compiled.cost is None:
+        return None
+    acc = accelerator(cfg.plan.accelerator)
+    tokens = cfg.train.batch_size * cfg.train.sequence_length
+    model_flops = flops.flops_per_token(the_plan.dimensions, the_plan.total_params,
+                                        the_plan.trainable_params, cfg.train.sequence_length
+                                        ) * tokens if the_plan.dimensions else 0.0
+    return roofline.predict(compiled.cost, acc.peak_flops, acc.memory_bandwidth,
+                            acc.interconnect, n_devices, tokens, model_flops)
+
+
 @startup.command
 def main(argv=None) -> int:
     start = time.time()
@@ -131,28 +160,51 @@ def main(argv=None) -> int:
     startup.start(cfg, join_program=False)
 
     result = plan_for(cfg)
+    planned_s, planned_rss = time.time() - start, _peak_rss_gb()
     the_plan = result["plan"]
+    compiled = prediction = None
+    compile_note = ""
+    if args.compile:  # a step that does not fit is still worth sizing; a broken plan is not
+        if [p for p in the_plan.problems if p != result["fit"]]:
+            compile_note = "Not compiled (--compile): fix the problems above first."
+        else:
+            print("Compiling the train step for the planned devices (--compile)...", flush=True)
+            compiled = compile_train_step(cfg, the_plan, result["n_devices"],
+                                          result["described"])
+            the_plan = _verdict_from_compiled(the_plan, result, compiled)
+            prediction = predicted_step(cfg, the_plan, compiled, result["n_devices"])
     print(report.render(the_plan, result["memory"], result["device"],
                         _header(cfg, result["described"], result["n_devices"],
                                 result["rules"]),
-                        result["activation_note"], args.all))
+                        result["activation_note"], args.all, compiled=compiled))
     for note in result["notes"]:
         print(f"Note: {note}")
     # Evidence that no weights were built: a 27B model's would take 100 GB.
-    print(f"Planned in {time.time() - start:.1f} s with {_peak_rss_gb():.2f} GB peak host "
+    print(f"Planned in {planned_s:.1f} s with {planned_rss:.2f} GB peak host "
           "memory (no weights built).")
-    compiled = None
-    if args.compile:  # a step that does not fit is still worth sizing; a broken plan is not
-        if [p for p in the_plan.problems if p != result["fit"]]:
-            print("Not compiled (--compile): fix the problems above first.")
-        else:
-            compiled = compile_train_step(cfg, the_plan, result["n_devices"],
-                                          result["described"])
-            print(report.render_compiled(compiled, result["memory"]))
+    if compile_note:
+        print(compile_note)
+    if compiled is not None:
+        print(report.render_compiled(compiled, result["memory"], prediction,
+                                     cfg.plan.accelerator))
     if args.json:
-        out = report.as_json(the_plan, result["memory"], result["device"], result["fits"])
+        fits = result["fits"] if compiled is None or result["device"].bytes is None else \
+            not any(p.startswith(COMPILED_NEEDS) for p in the_plan.problems)
+        out = report.as_json(the_plan, result["memory"], result["device"], fits)
         if compiled is not None:
-            out["compiled"] = {**dataclasses.asdict(compiled), "peak": compiled.peak}
+            out["compiled"] = {**{k: v for k, v in dataclasses.asdict(compiled).items()
+                                  if k != "cost"}, "peak": compiled.peak,
+                               "estimate_over_compiled": result["memory"].total / compiled.peak}
+            out["compiled"]["cost"] = None if compiled.cost is None else {
+                "flops": compiled.cost.flops, "bytes_accessed": compiled.cost.bytes_accessed,
+                "collective_bytes": compiled.cost.collectives,
+                "compiler_seconds": compiled.cost.compiler_seconds}
+            if prediction is not None:
+                out["predicted_step"] = {
+                    "accelerator": cfg.plan.accelerator, "step_s": prediction.step_s,
+                    "compute_s": prediction.compute_s, "memory_s": prediction.memory_s,
+                    "collective_s": prediction.collective_s, "bound": prediction.bound,
+                    "tokens_per_s": prediction.tokens_per_s, "mfu": prediction.mfu}
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 2 if the_plan.problems else 0
 

@@ -1,34 +1,85 @@
-"""`python -m runner.plan ... --compile`: XLA's own memory figure for the real train step.
+"""`python -m runner.plan ... --compile`: the compiler's own memory figure for the real train step.
 
-The step is Keras's own train_step (forward, loss, gradients, optimizer update, metrics), of the
-model the run builds (remat scope, quantization and LoRA included), lowered with jax.jit for the
-configured mesh, every variable given as a jax.ShapeDtypeStruct with its planned sharding: no
-weight has memory behind it, as MaxText's ahead-of-time check does. XLA's memory analysis of
-the compiled SPMD program is per device.
+The step is the run's own train step (forward, loss, gradients, optimizer update, metrics), of
+the model the run builds (remat scope, quantization and LoRA included), lowered with jax.jit for
+the configured mesh, every variable given as a jax.ShapeDtypeStruct with its planned sharding: no
+weight has memory behind it, as MaxText's ahead-of-time check does. The memory analysis of the
+compiled SPMD program is per device.
+
+Which compiler: for a TPU `plan.accelerator`, the TPU compiler itself (libtpu's compile-only
+devices for the slice's topology: runner/plan/tpu_compiler.py), on any machine; otherwise this
+machine's devices, as many as the mesh has (on CPU: cpu_devices=N), whose compiler is named
+beside the figure (XLA:CPU's figure for a GPU plan is not the GPU compiler's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 from runner import layout, model, objective, optim
 from runner.errors import UserError
+from runner.plan import roofline
+from runner.plan.targets import accelerator
+from runner.plan.tpu_compiler import host_values_stay_on_host, topology_devices
 from runner.presets import describe
 
 
 @dataclass(frozen=True)
 class CompiledMemory:
-    """Bytes per device of the compiled train step, as XLA's memory analysis gives them."""
+    """Bytes per device of the compiled train step, as the compiler's memory analysis gives
+    them, and what the step costs (FLOPs, bytes, collectives per device)."""
     arguments: int  # weights, optimizer state, metrics, the batch
     outputs: int
     aliased: int  # outputs written into donated arguments (the updated state)
-    temporaries: int  # gradients, activations, XLA's buffers
+    temporaries: int  # gradients, activations, the compiler's buffers
     seconds: float  # lowering and compiling
+    generated_code: int = 0  # the program itself (held in device memory on TPU)
+    compiler: str = ""  # which compiler, in words: "TPU v3 (libtpu), topology v3:2x2"
+    caveat: str = ""  # what the figure is not, when it is not the target's own compiler's
+    cost: Optional[roofline.StepCost] = field(default=None, compare=False)
 
     @property
     def peak(self) -> int:
-        return self.arguments + self.outputs - self.aliased + self.temporaries
+        return self.arguments + self.outputs - self.aliased + self.temporaries \
+            + self.generated_code
+
+
+@dataclass(frozen=True)
+class CompileTarget:
+    devices: list
+    compiler: str
+    caveat: str  # empty when the compiler is the planned accelerator's own
+    compile_only: bool  # libtpu's devices: the model's initial values stay on the host
+
+
+def compile_target(plan_cfg, n_devices: int) -> CompileTarget:
+    """The devices to compile for: a TPU slice's (libtpu, any machine) when plan.accelerator is
+    a TPU; else this machine's, which must be as many as the mesh's."""
+    import jax
+    import keras
+
+    acc = accelerator(plan_cfg.accelerator) if plan_cfg.accelerator else None
+    if acc is not None and acc.tpu:
+        name, devices = topology_devices(acc, n_devices, plan_cfg.topology)
+        return CompileTarget(devices, f"{devices[0].device_kind} (libtpu), topology {name}", "",
+                             compile_only=True)
+    devices = keras.distribution.list_devices()
+    if len(devices) != n_devices:
+        raise UserError(f"--compile builds the step for {n_devices} devices and this machine "
+                        f"has {len(devices)}; on CPU set cpu_devices={n_devices} (virtual "
+                        "devices), set plan.accelerator to a TPU (its compiler runs anywhere), or "
+                        "compile where the mesh's devices are")
+    device = jax.devices()[0]
+    compiler = f"XLA:{device.platform.upper()} ({device.device_kind}), this machine"
+    caveat = ""
+    if acc is not None and device.platform == "cpu":
+        caveat = (f"this is XLA:CPU's figure, not {acc.name}'s compiler's: XLA:CPU computes "
+                  "bfloat16 work in float32 and fuses differently, so it can differ from the "
+                  "GPU's (run --compile on the GPU itself for its figure)")
+    return CompileTarget(devices, compiler, caveat, compile_only=False)
 
 
 def _abstract(variables, specs: dict, mesh):
@@ -72,19 +123,14 @@ def _abstract_model(cfg, batch, described, batch_axis_size: int):
 
 
 def compile_train_step(cfg, the_plan, n_devices: int, described=None) -> CompiledMemory:
-    """Lower and compile the run's train step on this machine's devices (there must be as many
-    as the mesh has: on CPU, set cpu_devices=N)."""
+    """Lower and compile the run's train step for the planned devices (compile_target)."""
     import jax
-    import keras
 
-    devices = keras.distribution.list_devices()
-    if len(devices) != n_devices:
-        raise UserError(f"--compile builds the step for {n_devices} devices and this machine "
-                        f"has {len(devices)}; on CPU set cpu_devices={n_devices} (virtual "
-                        "devices), or compile where the mesh's devices are")
+    target = compile_target(cfg.plan, n_devices)
     started = time.time()
-    distribution = layout.distribution(cfg.mesh, the_plan.placement_rules(), devices)
-    with distribution.scope():
+    placement = host_values_stay_on_host() if target.compile_only else contextlib.nullcontext()
+    distribution = layout.distribution(cfg.mesh, the_plan.placement_rules(), target.devices)
+    with placement, distribution.scope():
         batch = _abstract_batch(distribution, cfg.train.batch_size, cfg.train.sequence_length)
         lm = _abstract_model(cfg, batch, described or describe(cfg.model),
                              the_plan.axis_sizes.get(cfg.mesh.batch_axis, 1))
@@ -98,8 +144,11 @@ def compile_train_step(cfg, the_plan, n_devices: int, described=None) -> Compile
         compiled = step.lower(state, batch).compile()
     analysis = compiled.memory_analysis()
     if analysis is None:
-        raise UserError(f"--compile: XLA gives no memory analysis on {devices[0].platform}")
+        raise UserError(f"--compile: {target.compiler} gives no memory analysis")
     return CompiledMemory(
         arguments=int(analysis.argument_size_in_bytes), outputs=int(analysis.output_size_in_bytes),
         aliased=int(analysis.alias_size_in_bytes), temporaries=int(analysis.temp_size_in_bytes),
-        seconds=time.time() - started)
+        seconds=time.time() - started,
+        generated_code=int(getattr(analysis, "generated_code_size_in_bytes", 0) or 0),
+        compiler=target.compiler, caveat=target.caveat,
+        cost=roofline.step_cost(compiled, n_devices))

@@ -13,20 +13,20 @@ from dataclasses import dataclass
 from typing import Optional
 
 from runner.errors import UserError
+from runner.plan.targets import TABLE
 
 GB = 2**30
-# Memory one JAX device sees, in GB, by `plan.accelerator` name. TPU v2/v3 show each core as a
-# device; v4 and v5p (megacore) one device per chip; v5e/v6e one core per chip.
-ACCELERATORS = {
-    "tpu-v2": 8, "tpu-v3": 16, "tpu-v4": 32, "tpu-v5e": 16, "tpu-v5p": 95, "tpu-v6e": 32,
-    "t4": 16, "v100-16gb": 16, "v100-32gb": 32, "a10g": 24, "l4": 24, "l40s": 48,
-    "a100-40gb": 40, "a100-80gb": 80, "h100-80gb": 80, "h200": 141, "mi300x": 192,
-}
+# Memory one JAX device sees, in GB, by `plan.accelerator` name (runner/plan/targets.py, with
+# the peaks and bandwidths the step-time prediction uses, and their sources).
+ACCELERATORS = {name: acc.memory_gb for name, acc in TABLE.items()}
 # Bytes per activation element by dtype policy (train.precision): mixed precision computes in bf16.
 _COMPUTE_ITEMSIZE = {"float32": 4, "mixed_bfloat16": 2, "bfloat16": 2, "mixed_float16": 2,
                      "float16": 2}
-# A plan fits when its estimate leaves this share of the device free: XLA's temporaries (fusion
-# buffers, the bf16 copies mixed precision makes, collectives' buffers) are not in the estimate.
+# A plan fits when what it needs leaves this share of the device free. For the estimate: XLA's
+# temporaries (fusion buffers, the bf16 copies mixed precision makes, collectives' buffers) are
+# not in it. For the compiled figure (`--compile`), which has them: the runtime's own reserve
+# (a TPU v3 core offers programs 15.48 of its 16 GiB), allocator fragmentation, and the input
+# batches being transferred while a step runs.
 HEADROOM = 0.10
 
 
@@ -177,13 +177,21 @@ def device_memory(plan_cfg, planned_devices: int, local_device_count: int) -> De
 
 
 def fit_problem(memory: Memory, device: DeviceMemory) -> Optional[str]:
-    """None when it fits (or nothing is known to compare with); else the problem and the fix."""
+    """None when the estimate fits (or nothing is known to compare with); else the problem and
+    the fix."""
+    return need_problem(memory.total, "the estimate of", device)
+
+
+def need_problem(needed: int, what: str, device: DeviceMemory) -> Optional[str]:
+    """None when `needed` bytes per device fit with the headroom; else the problem, naming
+    what needs them ("the estimate of", "the compiled step's figure (TPU v3 ...) of"), and
+    the fix."""
     if device.bytes is None:
         return None
     usable = device.bytes * (1 - HEADROOM)
-    if memory.total <= usable:
+    if needed <= usable:
         return None
-    return (f"the estimate of {memory.total / GB:.2f} GB per device does not fit in "
+    return (f"{what} {needed / GB:.2f} GB per device does not fit in "
             f"{usable / GB:.2f} GB ({100 - HEADROOM * 100:.0f}% of {device.bytes / GB:.2f} GB, "
             f"{device.source}); split more (a larger model or batch axis in mesh.shape), freeze "
             "more (LoRA, quant=int8), or lower train.batch_size / train.sequence_length"

@@ -73,7 +73,9 @@ def variables_table(plan: Plan, show_all: bool) -> list[str]:
 
 
 def render(plan: Plan, memory: Memory, device: DeviceMemory, header: list[str],
-           activation_note: str, show_all: bool) -> str:
+           activation_note: str, show_all: bool, compiled=None) -> str:
+    """compiled (runner.plan.compiled.CompiledMemory, from --compile): the verdict is its
+    figure's, the estimate's beside it."""
     total, trainable = plan.total_params, plan.trainable_params
     mesh = " x ".join(f"{name} {size}" for name, size in plan.axis_sizes.items())
     n_devices = math.prod(plan.axis_sizes.values())
@@ -95,10 +97,15 @@ def render(plan: Plan, memory: Memory, device: DeviceMemory, header: list[str],
     if device.bytes is None:
         lines.append(f"Device memory: {device.source}")
     else:
-        used = memory.total / device.bytes
+        needed = memory.total if compiled is None else compiled.peak
+        used = needed / device.bytes
         verdict = "fits" if used <= 1 - HEADROOM else "DOES NOT FIT"
-        lines.append(f"Device memory: {human_bytes(device.bytes)} ({device.source}): {verdict}, "
-                     f"{100 * used:.1f}% used (fits means at most {100 - 100 * HEADROOM:.0f}%)")
+        by = "" if compiled is None else (
+            f" by the compiled step's {human_bytes(compiled.peak)} ({compiled.compiler}; the "
+            f"estimate {human_bytes(memory.total)}, {memory.total / compiled.peak:.2f}x)")
+        lines.append(f"Device memory: {human_bytes(device.bytes)} ({device.source}): {verdict}"
+                     f"{by}, {100 * used:.1f}% used (fits means at most "
+                     f"{100 - 100 * HEADROOM:.0f}%)")
     lines.append("")
     if plan.notes:
         lines.append("Layout notes (left whole where a dimension does not divide its axis):")
@@ -135,16 +142,51 @@ def as_json(plan: Plan, memory: Memory, device: DeviceMemory, fits) -> dict:
     }
 
 
-def render_compiled(compiled, memory: Memory) -> str:
-    """XLA's memory per device for the compiled step beside the estimate."""
+def _seconds(s: float) -> str:
+    return f"{s * 1e3:,.1f} ms" if s < 10 else f"{s:,.1f} s"
+
+
+def render_prediction(prediction, accelerator: str, cost) -> list[str]:
+    """The roofline step time on the planned accelerator (runner/plan/roofline.py)."""
+    if prediction is None:
+        return ["", "Predicted step time: set plan.accelerator (runner/plan/targets.py) for one."]
+    flop = f"{cost.flops / 1e12:,.2f} TFLOP" if cost.flops >= 1e11 else \
+        f"{cost.flops / 1e9:,.3f} GFLOP"
+    rows = [["compute (FLOPs / peak)", flop,
+             _seconds(prediction.compute_s)],
+            ["memory (bytes accessed / bandwidth)", f"{cost.bytes_accessed / GB:,.2f} GB",
+             _seconds(prediction.memory_s)],
+            ["collectives (bytes sent / interconnect)",
+             f"{cost.collective_bytes / GB:,.3f} GB", _seconds(prediction.collective_s)],
+            ["step = max(compute, memory) + collectives", f"{prediction.bound}-bound",
+             _seconds(prediction.step_s)]]
+    lines = ["", f"Predicted step time on {accelerator}, per device (roofline of the compiled "
+                 "step; runner/plan/roofline.py):"]
+    lines += _table(["", "per device", "time"], rows, {1, 2})
+    lines.append(f"  {prediction.tokens_per_s:,.0f} tokens/s, MFU "
+                 f"{100 * prediction.mfu:.1f}% (model FLOPs / step time / peak of every device)"
+                 + (f"; the TPU compiler's own estimate: {_seconds(cost.compiler_seconds)}"
+                    if cost.compiler_seconds else ""))
+    return lines
+
+
+def render_compiled(compiled, memory: Memory, prediction=None, accelerator=None) -> str:
+    """The compiler's memory per device for the compiled step beside the estimate, and the
+    predicted step time."""
     peak = compiled.peak
     rows = [["arguments (weights, optimizer, batch)", human_bytes(compiled.arguments)],
             ["outputs (of which aliased into arguments)",
              f"{human_bytes(compiled.outputs)} ({human_bytes(compiled.aliased)})"],
             ["temporaries (gradients, activations, buffers)", human_bytes(compiled.temporaries)],
-            ["peak = arguments + outputs - aliased + temporaries", human_bytes(peak)],
+            ["generated code", human_bytes(compiled.generated_code)],
+            ["peak = arguments + outputs - aliased + temporaries + code", human_bytes(peak)],
             ["estimate above", human_bytes(memory.total)],
             ["estimate / compiled", f"{memory.total / peak:.2f}" if peak else "-"]]
-    lines = ["", f"Compiled train step, XLA memory analysis per device (lowered and compiled "
-                 f"in {compiled.seconds:.1f} s, no weights built):"]
-    return "\n".join(lines + _table(["", "bytes"], rows, {1}))
+    lines = ["", f"Compiled train step, memory analysis per device by {compiled.compiler} "
+                 f"(lowered and compiled in {compiled.seconds:.1f} s, no weights built):"]
+    lines += _table(["", "bytes"], rows, {1})
+    if compiled.caveat:
+        lines.append(f"  Note: {compiled.caveat}")
+    if compiled.cost is not None:
+        lines += render_prediction(prediction, accelerator, compiled.cost)
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ from runner.factored_lora import factor
 from runner.families import FAMILIES, by_backbone, correct
 from runner.plan.memory import Dimensions
 from runner.presets import SHIPPED_PRESETS, TRANSFORMERS, describe, resolve_preset  # noqa: F401
+from runner.remat import block_scope
 
 
 def _from_preset(loader, preset: str, **kwargs):
@@ -104,15 +105,13 @@ def _quantize(backbone, quant_cfg) -> None:
 def remat_scope(remat, described):
     """train.remat as Keras's RematScope. Keras reads the scope when a layer is *created*
     (Operation.__init__ keeps it) and applies it when the layer is called, so the model must be
-    built inside it. blocks: each transformer block is one jax.checkpoint, so the backward pass
-    keeps only the blocks' inputs and recomputes one block at a time."""
+    built inside it. blocks: each transformer block is one jax.checkpoint (of its array
+    arguments: runner/remat.py), so the backward pass keeps only the blocks' inputs and
+    recomputes one block at a time."""
     if str(remat) == "none":
         return contextlib.nullcontext()
-    import keras
-
     stem = FAMILIES[described.family].block_stem
-    names = [f"{stem}{i}" for i in range(described.numbers.get("num_layers", 0))]
-    return keras.RematScope(mode="list_of_layers", layer_names=names)
+    return block_scope([f"{stem}{i}" for i in range(described.numbers.get("num_layers", 0))])
 
 
 def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision, described=None):

@@ -142,3 +142,30 @@ def test_a_gpu_plan_compiled_on_this_cpu_says_whose_figure_it_is():
     target = compile_target(compose("plan.accelerator=h100-80gb").plan, 8)
     assert target.compiler.startswith("XLA:CPU") and not target.compile_only
     assert "not h100-80gb's compiler's" in target.caveat
+
+
+@pytest.mark.slow
+def test_a_step_the_tpu_compiler_refuses_for_lack_of_hbm_is_a_verdict_not_a_traceback(workdir):
+    """512 x 4096 tokens on a TPU v3-8: libtpu will not compile a program larger than a core's
+    HBM, and says how much it needed; that figure refuses the plan, exit 2."""
+    proc = run_cli("plan.accelerator=tpu-v3", "train.batch_size=512",
+                   "train.sequence_length=4096", "--compile", "--json", "plan.json",
+                   module="runner.plan", cwd=workdir, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "refused it after" in proc.stdout and "for lack of memory" in proc.stdout
+    out = json.loads((workdir / "plan.json").read_text())
+    assert out["fits"] is False and "RESOURCE_EXHAUSTED" in out["compiled"]["refused"]
+    assert out["compiled"]["peak"] > 16 * 2**30
+
+
+def test_the_compilers_refusals_are_read_in_both_wordings():
+    from runner.plan.compiled import _refused_bytes
+
+    assert _refused_bytes("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory "
+                          "required for HLO temporaries (170.61G) exceeds available HBM "
+                          "(15.48G).") == int(170.61 * 2**30)
+    assert _refused_bytes("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of "
+                          "memory in memory space hbm. Used 20.50G of 15.48G hbm. Exceeded "
+                          "hbm capacity by 5.02G.") == int(20.5 * 2**30)
+    assert _refused_bytes("INTERNAL: something else") is None

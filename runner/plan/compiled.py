@@ -15,6 +15,7 @@ beside the figure (XLA:CPU's figure for a GPU plan is not the GPU compiler's).
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -40,6 +41,9 @@ class CompiledMemory:
     compiler: str = ""  # which compiler, in words: "TPU v3 (libtpu), topology v3:2x2"
     caveat: str = ""  # what the figure is not, when it is not the target's own compiler's
     cost: Optional[roofline.StepCost] = field(default=None, compare=False)
+    # The compiler's own refusal when the step cannot fit the device (libtpu does not compile a
+    # program larger than HBM); then `temporaries` is the figure it names, a lower bound.
+    refused: str = ""
 
     @property
     def peak(self) -> int:
@@ -122,6 +126,23 @@ def _abstract_model(cfg, batch, described, batch_axis_size: int):
     return lm
 
 
+# libtpu's refusals: "the total memory required for HLO temporaries (170.61G) exceeds available
+# HBM (15.48G)", and in other releases "Used 20.5G of 15.48G hbm"; sizes in binary units.
+_REFUSALS = (re.compile(r"required for [^(]*\((?P<size>[\d.]+)(?P<unit>[KMGT])\) exceeds available"),
+             re.compile(r"Used (?P<size>[\d.]+)(?P<unit>[KMGT]) of [\d.]+[KMGT] hbm"))
+
+
+def _refused_bytes(message: str) -> Optional[int]:
+    """The bytes the compiler said it needed when it refused a program for lack of memory."""
+    if "RESOURCE_EXHAUSTED" not in message:
+        return None
+    for pattern in _REFUSALS:
+        m = pattern.search(message)
+        if m:
+            return int(float(m["size"]) * 1024 ** (" KMGT".index(m["unit"])))
+    return None
+
+
 def compile_train_step(cfg, the_plan, n_devices: int, described=None) -> CompiledMemory:
     """Lower and compile the run's train step for the planned devices (compile_target)."""
     import jax
@@ -141,7 +162,16 @@ def compile_train_step(cfg, the_plan, n_devices: int, described=None) -> Compile
             lm.metrics_variables))
         state_shardings = jax.tree.map(lambda s: s.sharding, state)
         step = jax.jit(lm.train_step, donate_argnums=0, out_shardings=(None, state_shardings))
-        compiled = step.lower(state, batch).compile()
+        lowered = step.lower(state, batch)
+        try:
+            compiled = lowered.compile()
+        except Exception as exc:  # jax's JaxRuntimeError; only an out-of-memory one is ours
+            needed = _refused_bytes(str(exc))
+            if needed is None:
+                raise
+            return CompiledMemory(arguments=0, outputs=0, aliased=0, temporaries=needed,
+                                  seconds=time.time() - started, compiler=target.compiler,
+                                  caveat=target.caveat, refused=str(exc).strip().splitlines()[0])
     analysis = compiled.memory_analysis()
     if analysis is None:
         raise UserError(f"--compile: {target.compiler} gives no memory analysis")

@@ -101,7 +101,8 @@ def render(plan: Plan, memory: Memory, device: DeviceMemory, header: list[str],
         used = needed / device.bytes
         verdict = "fits" if used <= 1 - HEADROOM else "DOES NOT FIT"
         by = "" if compiled is None else (
-            f" by the compiled step's {human_bytes(compiled.peak)} ({compiled.compiler}; the "
+            f" by the compiled step's {'at least ' * bool(compiled.refused)}"
+            f"{human_bytes(compiled.peak)} ({compiled.compiler}; the "
             f"estimate {human_bytes(memory.total)}, {memory.total / compiled.peak:.2f}x)")
         lines.append(f"Device memory: {human_bytes(device.bytes)} ({device.source}): {verdict}"
                      f"{by}, {100 * used:.1f}% used (fits means at most "
@@ -174,6 +175,12 @@ def render_compiled(compiled, memory: Memory, prediction=None, accelerator=None)
     """The compiler's memory per device for the compiled step beside the estimate, and the
     predicted step time."""
     peak = compiled.peak
+    if compiled.refused:
+        return "\n".join(["", f"Compiled train step: {compiled.compiler} refused it after "
+                               f"{compiled.seconds:.1f} s, for lack of memory: "
+                               f"{compiled.refused}",
+                           f"  It needs at least {human_bytes(peak)} per device; the estimate "
+                           f"above is {human_bytes(memory.total)}."])
     rows = [["arguments (weights, optimizer, batch)", human_bytes(compiled.arguments)],
             ["outputs (of which aliased into arguments)",
              f"{human_bytes(compiled.outputs)} ({human_bytes(compiled.aliased)})"],

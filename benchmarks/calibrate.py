@@ -71,6 +71,8 @@ def point(model, length, remat, precision, lora, mesh_shape, args) -> dict:
     except Exception as exc:  # the compiler's refusal is a finding, not a crash
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return {**row, "error": first[:300], "seconds": time.time() - started}
+    if compiled.refused:  # a lower bound, not a figure to calibrate against
+        return {**row, "error": compiled.refused[:300], "seconds": compiled.seconds}
     return {**row, "compiled": compiled.peak, "temporaries": compiled.temporaries,
             "arguments": compiled.arguments, "code": compiled.generated_code,
             "ratio": memory.total / compiled.peak, "seconds": compiled.seconds}

@@ -169,3 +169,21 @@ def test_the_compilers_refusals_are_read_in_both_wordings():
                           "memory in memory space hbm. Used 20.50G of 15.48G hbm. Exceeded "
                           "hbm capacity by 5.02G.") == int(20.5 * 2**30)
     assert _refused_bytes("INTERNAL: something else") is None
+
+
+def test_async_collectives_count_their_results_not_their_operands_or_contexts():
+    """The -start forms of the TPU and GPU compilers: an all-gather-start's shape is (operand,
+    result), a collective-permute-start's (operand, result, u32[], u32[]); iota groups."""
+    hlo = "\n".join([
+        "  %ag = (bf16[2,1024]{1,0}, bf16[8,1024]{1,0}) all-gather-start(bf16[2,1024]{1,0} %p),"
+        " channel_id=1, replica_groups=[2,4]<=[8], dimensions={0}",
+        "  %agd = bf16[8,1024]{1,0} all-gather-done(%ag)",
+        "  %cp = (f32[256]{0}, f32[256]{0}, u32[], u32[]) collective-permute-start(f32[256]{0} "
+        "%q), channel_id=2, source_target_pairs={{0,1},{1,0}}",
+        "  %ar = f32[1000]{0} all-reduce-start(f32[1000]{0} %r), replica_groups=[4,2]<=[2,4]T(1,0)"
+        ", to_apply=%add",
+    ])
+    sent = roofline.collective_bytes(hlo, 8)
+    assert sent["all-gather"] == pytest.approx(3 / 4 * 8 * 1024 * 2)  # groups of 4
+    assert sent["collective-permute"] == 256 * 4
+    assert sent["all-reduce"] == pytest.approx(2 * 1 / 2 * 1000 * 4)  # groups of 2

@@ -117,7 +117,7 @@ def plan_for(cfg) -> dict:
             "not estimated for this model family")
     return {"plan": the_plan, "rules": rules, "described": described, "memory": memory, "device": device, "fit": fit,
             "fits": None if device.bytes is None else fit is None, "n_devices": n_devices,
-            "activation_note": note, "notes": findings.notes}
+            "activation_note": note, "notes": findings.notes, "loss_tiles": tiles}
 
 
 def _peak_rss_gb() -> float:
@@ -133,6 +133,11 @@ def _verdict_from_compiled(the_plan, result, compiled):
     """The plan's problems with the estimate's fit replaced by the compiled figure's."""
     fit = mem.need_problem(compiled.peak, f"{COMPILED_NEEDS}'s figure ({compiled.compiler}) of",
                            result["device"])
+    if compiled.refused and fit is None:  # the compiler knows its chip's memory: it decides
+        fit = (f"{COMPILED_NEEDS} was refused by {compiled.compiler} for lack of memory "
+               f"({compiled.refused}); split more (a larger model or batch axis in mesh.shape), "
+               "freeze more (LoRA, quant=int8), or lower train.batch_size / "
+               "train.sequence_length")
     problems = [p for p in the_plan.problems if p != result["fit"]] + ([fit] if fit else [])
     return dataclasses.replace(the_plan, problems=problems)
 
@@ -146,7 +151,13 @@ def predicted_step(cfg, the_plan, compiled, n_devices: int):
     model_flops = flops.flops_per_token(the_plan.dimensions, the_plan.total_params,
                                         the_plan.trainable_params, cfg.train.sequence_length
                                         ) * tokens if the_plan.dimensions else 0.0
-    return roofline.predict(compiled.cost, acc.peak_flops, acc.memory_bandwidth,
+    # XLA's cost analysis counts a loop's body once: the micro-batches' scan is the whole
+    # forward and backward, so its FLOPs and bytes count micro-batches times (the optimizer's
+    # update, outside the loop, is then overcounted: small beside the step)
+    micro = int(cfg.train.gradient_accumulation_steps)
+    cost = dataclasses.replace(compiled.cost, flops=compiled.cost.flops * micro,
+                               bytes_accessed=compiled.cost.bytes_accessed * micro)
+    return roofline.predict(cost, acc.peak_for(cfg.train.precision), acc.memory_bandwidth,
                             acc.interconnect, n_devices, tokens, model_flops)
 
 
@@ -186,7 +197,7 @@ def main(argv=None) -> int:
         print(compile_note)
     if compiled is not None:
         print(report.render_compiled(compiled, result["memory"], prediction,
-                                     cfg.plan.accelerator))
+                                     cfg.plan.accelerator, result["loss_tiles"]))
     if args.json:
         fits = result["fits"] if compiled is None or result["device"].bytes is None else \
             not any(p.startswith(COMPILED_NEEDS) for p in the_plan.problems)

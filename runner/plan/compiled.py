@@ -133,14 +133,15 @@ _REFUSALS = (re.compile(r"required for [^(]*\((?P<size>[\d.]+)(?P<unit>[KMGT])\)
 
 
 def _refused_bytes(message: str) -> Optional[int]:
-    """The bytes the compiler said it needed when it refused a program for lack of memory."""
+    """The bytes the compiler said it needed when it refused a program for lack of memory (0:
+    refused, no size given); None when the message is no such refusal."""
     if "RESOURCE_EXHAUSTED" not in message:
         return None
     for pattern in _REFUSALS:
         m = pattern.search(message)
         if m:
             return int(float(m["size"]) * 1024 ** (" KMGT".index(m["unit"])))
-    return None
+    return 0
 
 
 def compile_train_step(cfg, the_plan, n_devices: int, described=None) -> CompiledMemory:

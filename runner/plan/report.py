@@ -99,11 +99,13 @@ def render(plan: Plan, memory: Memory, device: DeviceMemory, header: list[str],
     else:
         needed = memory.total if compiled is None else compiled.peak
         used = needed / device.bytes
-        verdict = "fits" if used <= 1 - HEADROOM else "DOES NOT FIT"
+        verdict = "fits" if used <= 1 - HEADROOM and not (compiled and compiled.refused) \
+            else "DOES NOT FIT"
         by = "" if compiled is None else (
             f" by the compiled step's {'at least ' * bool(compiled.refused)}"
             f"{human_bytes(compiled.peak)} ({compiled.compiler}; the "
-            f"estimate {human_bytes(memory.total)}, {memory.total / compiled.peak:.2f}x)")
+            f"estimate {human_bytes(memory.total)}"
+            + (f", {memory.total / compiled.peak:.2f}x)" if compiled.peak else ")"))
         lines.append(f"Device memory: {human_bytes(device.bytes)} ({device.source}): {verdict}"
                      f"{by}, {100 * used:.1f}% used (fits means at most "
                      f"{100 - 100 * HEADROOM:.0f}%)")
@@ -147,7 +149,7 @@ def _seconds(s: float) -> str:
     return f"{s * 1e3:,.1f} ms" if s < 10 else f"{s:,.1f} s"
 
 
-def render_prediction(prediction, accelerator: str, cost) -> list[str]:
+def render_prediction(prediction, accelerator: str, cost, loss_tiles: int = 1) -> list[str]:
     """The roofline step time on the planned accelerator (runner/plan/roofline.py)."""
     if prediction is None:
         return ["", "Predicted step time: set plan.accelerator (runner/plan/targets.py) for one."]
@@ -168,10 +170,14 @@ def render_prediction(prediction, accelerator: str, cost) -> list[str]:
                  f"{100 * prediction.mfu:.1f}% (model FLOPs / step time / peak of every device)"
                  + (f"; the TPU compiler's own estimate: {_seconds(cost.compiler_seconds)}"
                     if cost.compiler_seconds else ""))
+    if loss_tiles > 1:
+        lines.append(f"  Low by the loss's other {loss_tiles - 1} tiles: the compiler's cost "
+                     "analysis counts a loop's body (one tile of the output layer) once.")
     return lines
 
 
-def render_compiled(compiled, memory: Memory, prediction=None, accelerator=None) -> str:
+def render_compiled(compiled, memory: Memory, prediction=None, accelerator=None,
+                    loss_tiles: int = 1) -> str:
     """The compiler's memory per device for the compiled step beside the estimate, and the
     predicted step time."""
     peak = compiled.peak
@@ -179,8 +185,9 @@ def render_compiled(compiled, memory: Memory, prediction=None, accelerator=None)
         return "\n".join(["", f"Compiled train step: {compiled.compiler} refused it after "
                                f"{compiled.seconds:.1f} s, for lack of memory: "
                                f"{compiled.refused}",
-                           f"  It needs at least {human_bytes(peak)} per device; the estimate "
-                           f"above is {human_bytes(memory.total)}."])
+                           (f"  It needs at least {human_bytes(peak)} per device" if peak else
+                            "  It gave no size") + f"; the estimate above is "
+                           f"{human_bytes(memory.total)}."])
     rows = [["arguments (weights, optimizer, batch)", human_bytes(compiled.arguments)],
             ["outputs (of which aliased into arguments)",
              f"{human_bytes(compiled.outputs)} ({human_bytes(compiled.aliased)})"],
@@ -195,5 +202,5 @@ def render_compiled(compiled, memory: Memory, prediction=None, accelerator=None)
     if compiled.caveat:
         lines.append(f"  Note: {compiled.caveat}")
     if compiled.cost is not None:
-        lines += render_prediction(prediction, accelerator, compiled.cost)
+        lines += render_prediction(prediction, accelerator, compiled.cost, loss_tiles)
     return "\n".join(lines)

@@ -16,6 +16,11 @@ Compute and memory overlap (a roofline); collectives are counted as not overlapp
 XLA's async collectives often beat, so the step is an upper estimate of a well-fed step (no
 input pipeline, no host). The TPU compiler's own estimate ("optimal_seconds" in its cost
 analysis) is kept beside it when it gives one.
+
+XLA's cost analysis counts a loop's body once (measured: a lax.scan of four matmuls costs one).
+The runner's loops: gradient accumulation (runner.plan scales the step's FLOPs and bytes by the
+micro-batches) and the loss's tiles (train.loss_tiles > 1: the output layer's cost is counted
+for one tile; the prediction is low by the other tiles' share, printed beside it).
 """
 
 from __future__ import annotations
@@ -38,13 +43,16 @@ _GROUPS_MESH = re.compile(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}")
 _MESH_AXIS = re.compile(r"'([^']+)'=(\d+)")
 
 
-def _array_bytes(shape: str) -> list[float]:
+def _array_bytes(shape: str, drop_scalars: bool = False) -> list[float]:
+    """Bytes of each array in an HLO shape (a tuple's elements in order); drop_scalars leaves
+    out rank-0 arrays (the u32[] contexts of an async collective's start)."""
     out = []
     for dtype, dims in _ARRAY.findall(shape):
-        if dtype in _ITEMSIZE:
+        sizes = [int(d) for d in dims.split(",") if d]
+        if dtype in _ITEMSIZE and (sizes or not drop_scalars):
             n = 1
-            for d in filter(None, dims.split(",")):
-                n *= int(d)
+            for d in sizes:
+                n *= d
             out.append(n * _ITEMSIZE[dtype])
     return out
 
@@ -73,8 +81,9 @@ def collective_bytes(hlo_text: str, n_devices: int) -> dict[str, float]:
         m = _INSTRUCTION.search(line)
         if not m:
             continue
-        kind, arrays = m.group("op"), _array_bytes(m.group("shape"))
-        if m.group("start") and kind in ("all-gather", "collective-permute") and len(arrays) > 1:
+        kind, start = m.group("op"), bool(m.group("start"))
+        arrays = _array_bytes(m.group("shape"), drop_scalars=start)
+        if start and kind in ("all-gather", "collective-permute") and len(arrays) > 1:
             arrays = arrays[len(arrays) // 2:]  # (operands, results[, contexts]): the results
         size = sum(arrays)
         n = _group_size(m.group("rest"), n_devices)

@@ -22,6 +22,9 @@ _GOOGLE_PCI_VENDOR = "0x1ae0"
 # unnamed one
 _TPU_PCI_DEVICES = {"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"}
 INSTALL = "pip install -e '.[tpu-plan]'"
+_STANDIN = "RUNNER_LIBTPU_STANDIN"  # marks the variables below as set by quiet_libtpu_off_tpu
+_STANDIN_VARIABLES = {"TPU_ACCELERATOR_TYPE": "v3-8", "TPU_WORKER_HOSTNAMES": "localhost",
+                      "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
 
 
 def _tpu_attached() -> bool:
@@ -43,11 +46,19 @@ def quiet_libtpu_off_tpu() -> None:
     Its lock file, which keeps two processes off one TPU, is lifted too: with no TPU to guard it
     only stops a second process (a test's command, a sweep's plan) from compiling. A TPU VM is
     left to libtpu and jax. Call before JAX initializes its backends."""
-    if importlib.util.find_spec("libtpu") is None or _tpu_attached():
+    if importlib.util.find_spec("libtpu") is None:
         return
-    os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v3-8")
-    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    if _tpu_attached():
+        # a job started from a TPU-less machine (submitit, a script) inherits the stand-in:
+        # on a TPU host it must not reach libtpu
+        if os.environ.pop(_STANDIN, None):
+            for name in _STANDIN_VARIABLES:
+                os.environ.pop(name, None)
+        return
+    if any(name in os.environ for name in _STANDIN_VARIABLES):
+        return  # the user's or a parent's own settings
+    os.environ.update(_STANDIN_VARIABLES)
+    os.environ[_STANDIN] = "1"
 
 
 def topology_devices(acc: Accelerator, n_devices: int, given_topology):

@@ -121,9 +121,7 @@ def plan_for(cfg) -> dict:
 
 
 def _peak_rss_gb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KB on Linux
+    return mem.peak_rss_bytes() / 2**30
 
 
 COMPILED_NEEDS = "the compiled step"

@@ -199,15 +199,30 @@ def need_problem(needed: int, what: str, device: DeviceMemory) -> Optional[str]:
                if device.source.startswith("this machine") else ""))
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. Linux's VmHWM is the process image's own; getrusage's
+    ru_maxrss also keeps the memory of the process it was forked from (a command started by a
+    4 GB pytest or sweep parent reports 4 GB before it allocates anything), so it is only the
+    fallback where /proc is not there."""
+    import resource
+
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KB on Linux
+
+
 def measured_peak() -> dict:
     """What this process used at its peak: each accelerator's peak bytes in use as JAX reports
     them (the most of this process's devices), and the host's peak resident memory (the only
     figure on CPU, where the virtual devices share the host's memory)."""
-    import resource
-
     import jax
 
     peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
     peaks = [p for p in peaks if p is not None]
     return {"peak_device_bytes": max(peaks) if peaks else None,
-            "peak_host_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "peak_host_rss_bytes": peak_rss_bytes()}

@@ -2,12 +2,11 @@
 its memory totals, its problems (exit 2), and parameter counts as the published guides print them."""
 
 import json
-import math
 import re
 
 import pytest
 
-from conftest import compiled_gradient_step, compose, run_cli
+from conftest import compose, run_cli
 
 # gemma2_27b_en's parameter count (keras-hub preset metadata).
 GEMMA2_27B_PARAMS = 27_227_128_320
@@ -155,22 +154,6 @@ def test_memory_scales_with_batch_and_splits_over_the_mesh():
     narrow = _plan("layout=gemma_model_parallel", "mesh=2x4")["memory"]
     wide = _plan("layout=gemma_model_parallel", "mesh=1x8")["memory"]
     assert wide.frozen_weights < narrow.frozen_weights
-
-
-@pytest.mark.parametrize("batch,length", [(8, 64), (8, 256)])
-def test_activation_estimate_tracks_what_xla_allocates(batch, length):
-    """The estimate against XLA's own temp-buffer size for the compiled gradient step of the tiny
-    model on one device (CPU): the formula must stay within a factor of 1.5 either way."""
-    from runner.plan.assemble import estimate_memory, make_plan
-
-    cfg = compose("mesh.shape=[1,1]", f"train.batch_size={batch}",
-                  f"train.sequence_length={length}")
-    the_plan, _ = make_plan(cfg, 1)
-    estimate = estimate_memory(cfg, the_plan).activations
-    compiled = compiled_gradient_step(cfg, batch, length)
-    xla = compiled.memory_analysis().temp_size_in_bytes
-    assert 1 / 1.5 < estimate / xla < 1.5, (estimate, xla)
-    assert math.isfinite(estimate)
 
 
 @pytest.mark.parametrize("path,pattern", [

@@ -22,9 +22,10 @@ ACCELERATORS = {name: acc.memory_gb for name, acc in TABLE.items()}
 # Bytes per activation element by dtype policy (train.precision): mixed precision computes in bf16.
 _COMPUTE_ITEMSIZE = {"float32": 4, "mixed_bfloat16": 2, "bfloat16": 2, "mixed_float16": 2,
                      "float16": 2}
-# A plan fits when what it needs leaves this share of the device free. For the estimate: XLA's
-# temporaries (fusion buffers, the bf16 copies mixed precision makes, collectives' buffers) are
-# not in it. For the compiled figure (`--compile`), which has them: the runtime's own reserve
+# A plan fits when what it needs leaves this share of the device free. For the estimate: the
+# compiled program's own code, which it does not estimate (TPU programs live in HBM: 0.19 to
+# 0.55 GB per device over benchmarks/calibrate.py's grid), and the compiler's scheduling
+# choices the calibration names as exceptions (README). For the compiled figure (`--compile`), which has them: the runtime's own reserve
 # (a TPU v3 core offers programs 15.48 of its 16 GiB), allocator fragmentation, and the input
 # batches being transferred while a step runs.
 HEADROOM = 0.10
@@ -67,39 +68,77 @@ class DeviceMemory:
     source: str  # where the figure comes from, in words a user can act on
 
 
+@dataclass(frozen=True)
+class Splits:
+    """How many ways the model axis splits each kind of activation: the way the layout splits
+    the weights that make them (the query and key kernels' head dimension, the feed-forward
+    gate's width, the output layer's vocabulary). keras-hub's Llama and Qwen maps put the
+    heads on the batch axis, so their attention is not split over the model axis at all."""
+    query_heads: int = 1
+    kv_heads: int = 1
+    ffw: int = 1
+    vocabulary: int = 1
+
+
+def model_splits(plan, dims: Dimensions, model_axis: str) -> Splits:
+    """The Splits the plan's own weight specs give; where the family's weights are not found by
+    name, the whole model axis (the layout's intent)."""
+    size = plan.axis_sizes.get(model_axis, 1)
+
+    def split(suffixes, width: int) -> int:
+        for entry in plan.entries:
+            if entry.kind == "weight" and entry.path.endswith(suffixes):
+                for n, axis in zip(entry.shape, entry.spec):
+                    if n == width:
+                        return size if axis == model_axis else 1
+        return size
+    head = ("reverse_embeddings",) if any(e.path.endswith("reverse_embeddings")
+                                          for e in plan.entries) else ("token_embedding/embeddings",)
+    return Splits(query_heads=split(("query/kernel",), dims.query_heads),
+                  kv_heads=split(("key/kernel",), dims.kv_heads),
+                  ffw=split(("gating/kernel", "gate_dense/kernel", "gate_proj/kernel"), dims.ffw),
+                  vocabulary=split(head, dims.vocabulary))
+
+
 def activation_bytes(dims: Dimensions, batch_per_device: int, sequence_length: int,
-                     model_axis_size: int, compute_itemsize: int, remat: str = "none",
+                     splits: Splits, compute_itemsize: int, remat: str = "none",
                      loss_tiles: int = 1) -> int:
-    """What the forward pass keeps for the backward pass, per device.
+    """What the step holds at its peak beyond the state, per device: calibrated against the TPU
+    compiler (benchmarks/calibrate.py; the table and its exceptions are in the README).
 
-    Per token and layer (elements): the residual stream and its norms around attention and the
-    feed-forward block (6 x hidden), q, k, v and the attention output (2 x (query_heads +
-    kv_heads) x head_dim), the scores and their softmax (2 x query_heads x sequence_length), and
-    the feed-forward gate, up, activation and product (4 x ffw). Then one loss tile's logits
-    (runner/token_loss.py: 1 / loss_tiles of the sequence), in the compute dtype, in float32
-    and as their float32 gradient; the hidden states' gradient is the residual stream's. Head-, feed-forward- and vocabulary-sized tensors are
-    taken as split over the model axis like the weights that make them; the residual stream is
-    not. LoRA does not shrink this: gradients must flow back through every layer to reach the
-    first adapter. It is an estimate (XLA fuses some of these away and adds temporaries).
+    Per token and layer, the elements the backward pass needs: the residual stream and its
+    norms around attention and the feed-forward block (6 x hidden), q, k, v and the attention
+    output (2 x (query_heads + kv_heads) x head_dim), the feed-forward gate, up, activation and
+    product (4 x ffw), each in the compute dtype and again in float32 (norms, residual sums and
+    the gated product are computed in float32): compute itemsize + 4 bytes; and the attention
+    scores (query_heads x sequence_length), float32 scores beside their softmax in the compute
+    dtype: 4 + compute itemsize bytes. Head-, feed-forward- and vocabulary-sized tensors are
+    split over the model axis as their weights are (`splits`); the residual stream is not.
+    LoRA does not shrink this: gradients flow back through every layer to the first adapter.
 
-    remat=blocks (train.remat): each block keeps only its input (hidden per token, replicated
-    over the model axis), and one block's activations live at a time, while it is recomputed.
-    That is the ideal; XLA on CPU was measured keeping more per layer (growing with the square
-    of the sequence, as attention scores do: gemma_2b_en at 512 tokens keeps ~5 x hidden per
-    token and layer), so with remat this is a lower bound and `runner.plan --compile` the figure.
+    The loss (runner/token_loss.py) holds one tile's logits (1 / loss_tiles of the sequence)
+    in the compute dtype, in float32, their exponentials, softmax and gradient and the
+    gradient's compute-dtype copy: 8 x compute itemsize + 4 bytes per logit as the TPU compiler
+    schedules it (20 in bfloat16, 36 in float32), at the end of the forward pass, while every
+    layer's activations are still held.
+
+    remat=blocks (train.remat): each block keeps only its input (hidden per token), and the
+    peak is the larger of the loss tile (in the forward pass) and one block's activations
+    while it is recomputed (in the backward pass).
     """
-    m = model_axis_size
-    per_token_layer = (6 * dims.hidden
-                       + 2 * (dims.query_heads + dims.kv_heads) * dims.head_dim / m
-                       + 2 * dims.query_heads * sequence_length / m
-                       + 4 * dims.ffw / m)
     tokens = batch_per_device * sequence_length
+    per_token_layer = (
+        (6 * dims.hidden
+         + 2 * (dims.query_heads / splits.query_heads + dims.kv_heads / splits.kv_heads)
+         * dims.head_dim
+         + 4 * dims.ffw / splits.ffw) * (compute_itemsize + 4)
+        + dims.query_heads / splits.query_heads * sequence_length * (4 + compute_itemsize))
+    logits = tokens / loss_tiles * dims.vocabulary / splits.vocabulary \
+        * (8 * compute_itemsize + 4)
     if remat == "blocks":
-        layers = tokens * (dims.layers * dims.hidden + per_token_layer) * compute_itemsize
-    else:
-        layers = dims.layers * tokens * per_token_layer * compute_itemsize
-    logits = tokens / loss_tiles * dims.vocabulary / m * (compute_itemsize + 4 + 4)
-    return int(math.ceil(layers + logits))
+        kept = tokens * dims.layers * dims.hidden * compute_itemsize
+        return int(math.ceil(kept + max(logits, tokens * per_token_layer)))
+    return int(math.ceil(dims.layers * tokens * per_token_layer + logits))
 
 
 def memory_per_device(plan, dims: Optional[Dimensions], batch_size: int, sequence_length: int,
@@ -116,8 +155,8 @@ def memory_per_device(plan, dims: Optional[Dimensions], batch_size: int, sequenc
     if dims is not None:
         per_device = max(1, batch_size // micro_batches // sizes.get(batch_axis, 1))
         activations = activation_bytes(dims, per_device, sequence_length,
-                                       sizes.get(model_axis, 1), compute_itemsize, remat,
-                                       loss_tiles)
+                                       model_splits(plan, dims, model_axis), compute_itemsize,
+                                       remat, loss_tiles)
     # trainable weights are float32 or 16-bit floats
     summed = sum(e.bytes_per_device * (2 if "16" in e.dtype else 1)
                  for e in weights if e.trainable) if micro_batches > 1 else 0

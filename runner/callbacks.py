@@ -8,7 +8,7 @@ import time
 import keras
 
 from runner import checkpoints, optim
-from runner.metrics import flat
+from runner.metrics import MEAN, PAIRS, STEP, flat
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ class StepLogger(keras.callbacks.Callback):
         for key, name in (("loss_sum", "step_loss_sum"), ("tokens", "tokens"),
                           ("correct", "correct")):
             self.interval[key] += float(logs[name])
+        for name in _pair_metrics(logs):  # a preference objective's (TRL's names)
+            self.interval[name] = self.interval.get(name, 0.0) + float(logs[STEP + name])
+        if PAIRS in logs:
+            self.interval[PAIRS] = self.interval.get(PAIRS, 0.0) + float(logs[PAIRS])
         self.steps_in_interval += 1
         first = self.first_step_at is None
         if first:
@@ -82,12 +86,18 @@ class StepLogger(keras.callbacks.Callback):
                   "learning_rate": optim.learning_rate_at(self.optimizer_cfg, step - 1,
                                                           self.total_steps),
                   "tokens": tokens}
+        pairs = self.interval.get(PAIRS)
+        if pairs:  # a preference objective: its loss and metrics, means over the pairs
+            record.update({name: self.interval[name] / pairs for name in _pair_metrics(logs)})
+            record["step_loss"] = float(logs[STEP + "loss"]) / max(float(logs[PAIRS]), 1.0)
         if record["loss"] is not None:
             self.losses.append(record["loss"])
         self.tracker.log(record, step=step, timing=timing)
-        log.info("step %d/%d  loss %s  acc %s  lr %.2e  %.0f tok/s  %.1f GFLOP/s", step,
+        won = (f"  reward acc {record['rewards/accuracies']:.3f}  margin "
+               f"{record['rewards/margins']:.4f}" if pairs else "")
+        log.info("step %d/%d  loss %s  acc %s%s  lr %.2e  %.0f tok/s  %.1f GFLOP/s", step,
                  self.total_steps, _shown(record["loss"], ".4f"), _shown(record["accuracy"], ".3f"),
-                 record["learning_rate"], tps, timing["model_flops_per_s"] / 1e9)
+                 won, record["learning_rate"], tps, timing["model_flops_per_s"] / 1e9)
         self.last_time, self.interval, self.steps_in_interval = \
             time.perf_counter(), _EMPTY.copy(), 0
         self.last_line = self.last_time
@@ -110,6 +120,11 @@ def _shown(value, spec: str) -> str:
 
 PROGRESS_S = 10.0
 _EMPTY = {"loss_sum": 0.0, "tokens": 0.0, "correct": 0.0}
+
+
+def _pair_metrics(logs) -> list:
+    """The names of a preference objective's metrics in a step's logs (none for sft)."""
+    return [key[len(STEP):] for key in logs if key.startswith(STEP)]
 
 
 class Evaluator(keras.callbacks.Callback):
@@ -137,10 +152,16 @@ class Evaluator(keras.callbacks.Callback):
                                           verbose=0, return_dict=True))
         record = {"eval_loss": float(result["mean_token_loss"]),  # over the whole eval set
                   "eval_accuracy": float(result["mean_accuracy"])}
+        # a preference objective: its loss and metrics over every eval pair (TRL's eval_ names)
+        record.update({"eval_" + key[len(MEAN):]: float(value) for key, value in result.items()
+                       if key.startswith(MEAN)})
         self.history.append((step, record["eval_loss"]))
         self.tracker.log(record, step=step)
-        log.info("step %d/%d  eval loss %.4f  acc %.3f  (%.1fs)", step, self.total_steps,
-                 record["eval_loss"], record["eval_accuracy"], time.perf_counter() - paused)
+        won = (f"  reward acc {record['eval_rewards/accuracies']:.3f}"
+               if "eval_rewards/accuracies" in record else "")
+        log.info("step %d/%d  eval loss %.4f  acc %.3f%s  (%.1fs)", step, self.total_steps,
+                 record["eval_loss"], record["eval_accuracy"], won,
+                 time.perf_counter() - paused)
 
 
 class Checkpointer(keras.callbacks.Callback):

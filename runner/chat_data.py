@@ -54,7 +54,12 @@ _SAMPLE = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
 def rows(roles, contents, template: str, ids: dict):
     """numpy in, numpy out: (texts, heads, special id or -1, trainable) per row."""
     messages = [{"role": r.decode(), "content": c.decode()} for r, c in zip(roles, contents)]
-    table = chat.chunks(chat.render(messages, template))
+    return rows_of_pieces(chat.render(messages, template), ids)
+
+
+def rows_of_pieces(pieces: list, ids: dict):
+    """Rendered pieces -> rows() arrays."""
+    table = chat.chunks(pieces)
     texts = np.array([b"" if special else t.encode() for t, _, special, _ in table], object)
     heads = np.array([h.encode() for _, h, _, _ in table], object)
     special = np.array([ids[t] if s else -1 for t, _, s, _ in table], np.int32)
@@ -74,6 +79,14 @@ def token_ids_and_weights(example_messages, tokenizer, template: str, ids: dict)
     heads.set_shape([None])
     special.set_shape([None])
     trainable.set_shape([None])
+    return tokens_of_rows(texts, heads, special, trainable, tokenizer)
+
+
+def tokens_of_rows(texts, heads, special, trainable, tokenizer):
+    """rows() as tensors -> (ids, weights): each text chunk tokenized whole, its head's own
+    token count untrained."""
+    import tensorflow as tf
+
     text_tokens = tf.cast(tokenizer(texts), "int32")  # ragged [rows, None]; "" gives []
     head_lengths = tf.cast(tokenizer(heads).row_lengths(), "int32")
     is_special = special >= 0

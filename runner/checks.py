@@ -65,6 +65,7 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     _collect(problems, model.check_supported, cfg.quant, cfg.lora, model_axis_size)
     _collect(problems, optim.check, cfg.optimizer)
     _collect(problems, _step_shape, cfg.train)
+    problems += objective_problems(cfg.objective, cfg.dataset, cfg.lora)
     described = None
     try:
         described = describe(cfg.model)
@@ -91,6 +92,39 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
             problems += dataset_problems(cfg.dataset, opened,
                                          described.family if described else None)
     return Findings(problems, notes, described)
+
+
+def objective_problems(objective_cfg, dataset_cfg, lora_cfg) -> list[str]:
+    """A preference objective reads preference pairs and nothing else reads them; DPO's
+    reference is the base with the adapter off, so it needs LoRA (for now)."""
+    name, fmt = str(objective_cfg.name), str(dataset_cfg.format)
+    preference = name != "sft"
+    if synthetic.is_synthetic(dataset_cfg) and preference:
+        return [f"objective={name} needs preference pairs; dataset=synthetic has none: choose a "
+                "dataset with prompt/chosen/rejected records (dataset=tiny_preferences)"]
+    if preference and fmt != "preference":
+        return [f"objective={name} trains on preference pairs, but dataset.format={fmt}; set "
+                "dataset.format=preference on data with prompt/chosen/rejected records "
+                "(dataset=tiny_preferences ships some), or use objective=sft"]
+    if fmt == "preference" and not preference:
+        return ["dataset.format=preference holds pairs that objective=sft cannot train on; choose "
+                "objective=dpo, orpo or simpo"]
+    found = [f"objective.{key}={value} is not used by objective={name}; leave it at its default "
+             f"({default}) or choose an objective that uses it"
+             for key, value, default, users in (
+                 ("loss_type", objective_cfg.loss_type, "sigmoid", ("dpo",)),
+                 ("label_smoothing", objective_cfg.label_smoothing, 0.0, ("dpo", "simpo")),
+                 ("gamma", objective_cfg.gamma, 0.0, ("simpo",)))
+             if preference and name not in users and str(value) != str(default)]
+    if preference and dataset_cfg.packing:
+        found.append(f"dataset.packing=true with objective={name}: a pair's two rows are compared "
+                     "whole, so pairs are not packed; set dataset.packing=false")
+    if name == "dpo" and lora_cfg.rank == 0:
+        found.append("objective=dpo with lora.rank=0: the reference model of a full fine-tune (a "
+                     "frozen second copy) is not built yet; use LoRA (lora=rank16: the reference "
+                     "is the base with the adapter off, no second copy), or objective=orpo or "
+                     "simpo, which need no reference")
+    return found
 
 
 def _step_shape(train_cfg) -> None:

@@ -81,6 +81,21 @@ class DataFormat(StrEnum):
     text = "text"  # one text field; loss on every token
     prompt_response = "prompt_response"  # loss on the response tokens only
     chat = "chat"  # a list of messages, in the model's chat format; loss on assistant turns
+    # prompt / chosen / rejected records (runner/preference_records.py) for objective=dpo|orpo|simpo
+    preference = "preference"
+
+
+class ObjectiveName(StrEnum):
+    sft = "sft"  # next-token cross-entropy on the loss tokens (every format but preference)
+    dpo = "dpo"  # Direct Preference Optimization (Rafailov et al. 2023), against a reference
+    orpo = "orpo"  # Odds Ratio Preference Optimization (Hong et al. 2024): NLL + odds ratio
+    simpo = "simpo"  # Simple Preference Optimization (Meng et al. 2024): length-normalised
+
+
+class DpoLossType(StrEnum):
+    sigmoid = "sigmoid"  # DPO's own loss (with label_smoothing > 0: cDPO)
+    ipo = "ipo"  # IPO (Azar et al. 2023), on log-ratios averaged over the response tokens
+    hinge = "hinge"  # SLiC's hinge (Zhao et al. 2023)
 
 
 class FileFormat(StrEnum):
@@ -214,10 +229,29 @@ class LoraConfig:
         help="LoRA alpha: the update is scaled by alpha / rank; null: alpha = rank")
     # layer names; null means the family's defaults
     targets: Optional[List[str]] = key(None, ListOf(Text(), non_empty=True, unique=True),
-        help="layer names LoRA adapts; null: the family's defaults (query and value)")
+        help=("layer names LoRA adapts; [all-linear]: every dense layer of the blocks (PEFT's "
+              "all-linear); null: the family's defaults (query and value)"))
     # Keras LoRA has no dropout: anything but 0 is rejected (runner/checks.py), not ignored
     dropout: float = key(0.0, fraction(open_high=True),
         help="LoRA dropout; Keras LoRA has none, so only 0 is accepted (refused, not ignored)")
+
+
+@dataclass
+class ObjectiveConfig:
+    """What the step optimizes (runner/preference_loss.py). Defaults are the papers' and TRL
+    1.16's; conf/objective/*.yaml name where each comes from."""
+    name: ObjectiveName = key(ObjectiveName.sft, ENUM,
+        help="sft (cross-entropy), or a preference objective: dpo, orpo, simpo")
+    # DPO's and SimPO's beta; ORPO's lambda (the weight of its odds-ratio term)
+    beta: float = key(0.1, positive(),
+        help=("dpo/simpo: beta (how far from the reference, the reward scale); orpo: lambda"))
+    loss_type: DpoLossType = key(DpoLossType.sigmoid, ENUM,
+        help="dpo: sigmoid (DPO; cDPO with label_smoothing), ipo or hinge")
+    label_smoothing: float = key(0.0, Number(low=0, high=0.5, high_open=True),
+        help=("dpo sigmoid (cDPO) and simpo: the assumed share of pairs whose labels are "
+              "flipped"))
+    gamma: float = key(0.0, Number(low=0),
+        help="simpo: the target reward margin gamma (TRL's simpo_gamma)")
 
 
 @dataclass
@@ -252,6 +286,10 @@ class OptimizerConfig:
         help="constant, or warmup_cosine (linear warmup, then cosine decay)")
     warmup_steps: int = key(0, at_least(0),
         help="warmup_cosine: steps of linear warmup")
+    # a share of the run's steps instead (Hugging Face recipes give warmup_ratio)
+    warmup_ratio: Optional[float] = key(None, fraction(open_high=True),
+        help=("warmup_cosine: linear warmup over this share of the run's steps (rounded up, as "
+              "transformers' warmup_ratio); instead of warmup_steps"))
     min_lr_ratio: float = key(0.0, fraction(),
         help=("warmup_cosine: decay to learning_rate x this"))
 
@@ -284,8 +322,8 @@ class DatasetConfig:
     eval_split: Optional[str] = key(None, Text(),
         help=("the split evaluated every train.eval_every steps; null: no evaluation"))
     format: DataFormat = key(DataFormat.text, ENUM,
-        help=("text (loss on every token), prompt_response (loss on the response) or chat (loss on"
-              " assistant turns)"))
+        help=("text (loss on every token), prompt_response (loss on the response), chat (loss on"
+              " assistant turns) or preference (prompt/chosen/rejected pairs)"))
     text_field: str = key("text", Text(),
         help=("format=text: the field holding the text"))
     # format=prompt_response: Python format strings over the example's features, e.g.
@@ -465,6 +503,7 @@ class Config:
     layout: LayoutConfig = _group(LayoutConfig)
     lora: LoraConfig = _group(LoraConfig)
     quant: QuantConfig = _group(QuantConfig)
+    objective: ObjectiveConfig = _group(ObjectiveConfig)
     optimizer: OptimizerConfig = _group(OptimizerConfig)
     dataset: DatasetConfig = _group(DatasetConfig)
     train: TrainConfig = _group(TrainConfig)

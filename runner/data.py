@@ -6,6 +6,7 @@ batches in the same order (shuffle is seeded, maps keep order), which exact repr
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -22,16 +23,20 @@ class Counts:
     too_long: int  # longer than sequence_length + 1 tokens (start token and targets included)
     tokens_cut: int  # tokens those examples lost (dataset.too_long=truncate)
     dropped: int  # examples left out (dataset.too_long=drop): too_long, or 0
+    no_room: int = 0  # preference pairs left out: the prompt leaves no answer token in a row
     rows: Optional[int] = None  # dataset.packing: the rows the kept examples were packed into
     filled: Optional[float] = None  # the share of the rows' token slots that hold a token
 
     @property
     def kept(self) -> int:
-        return self.examples - self.dropped
+        return self.examples - self.dropped - self.no_room
 
     def line(self, where: str, sequence_length: int) -> str:
         full = f"; {self.filled:.0%} of their token slots hold tokens (dataset.packing=true " \
             "fills more)" if self.filled is not None else ""
+        if self.no_room:
+            full += (f"; {self.no_room:,} pairs left out: their prompt leaves no answer token "
+                     "(raise train.sequence_length to keep them)")
         if not self.too_long:
             return f"{where}: {self.examples:,} examples, none longer than " \
                    f"train.sequence_length={sequence_length}{full}"
@@ -58,27 +63,38 @@ class Stream:
 
 
 def _counted(ds, drop: bool, width: int):
-    """(example, length) pairs -> (the examples, dropping those over `width` if drop; Counts).
-    Counting reads the whole split once, before training (dropping needs the kept count for the
-    steps per epoch anyway); the caller has cached `ds`, so the tokenizing it costs is the first
-    epoch's, not extra (format=text tokenizes once more here: its preprocessor works on
-    batches)."""
+    """(example, length[, usable]) -> (the examples, dropping those over `width` if drop and
+    the unusable ones; Counts). Counting reads the whole split once, before training (dropping
+    needs the kept count for the steps per epoch anyway); the caller has cached `ds`, so the
+    tokenizing it costs is the first epoch's, not extra (format=text tokenizes once more here:
+    its preprocessor works on batches)."""
     import tensorflow as tf
 
-    lengths = ds.map(lambda example, length: tf.cast(length, "int64"))
+    if len(ds.element_spec) == 2:
+        ds = ds.map(lambda example, length: (example, length, True))
+    lengths = ds.map(lambda example, length, usable: (tf.cast(length, "int64"), usable))
     zero = tf.constant(0, "int64")
-    examples, over, cut, used = (int(v) for v in lengths.reduce(
-        (zero, zero, zero, zero),
-        lambda acc, n: (acc[0] + 1, acc[1] + tf.cast(n > width, "int64"),
-                        acc[2] + tf.maximum(n - width, 0),
-                        # the model's input slots an example fills (kept examples only)
-                        acc[3] + tf.where(drop and n > width, zero, tf.minimum(n, width) - 1))))
+
+    def add(acc, item):
+        n, usable = item
+        over = n > width
+        left_out = tf.logical_or(tf.logical_and(drop, over), tf.logical_not(usable))
+        return (acc[0] + 1, acc[1] + tf.cast(over, "int64"),
+                acc[2] + tf.where(usable, tf.maximum(n - width, 0), zero),
+                # the model's input slots an example fills (kept examples only)
+                acc[3] + tf.where(left_out, zero, tf.minimum(n, width) - 1),
+                acc[4] + tf.cast(tf.logical_not(usable), "int64"))
+    examples, over, cut, used, unusable = (int(v) for v in lengths.reduce(
+        (zero, zero, zero, zero, zero), add))
     if drop:
-        ds = ds.filter(lambda example, length: length <= width)
-    kept = examples - (over if drop else 0)
-    counts = Counts(examples, over, 0 if drop else cut, over if drop else 0,
-                    filled=used / (kept * (width - 1)) if kept else 0.0)
-    return ds.map(lambda example, length: example), counts
+        ds = ds.filter(lambda example, length, usable: length <= width)
+    ds = ds.filter(lambda example, length, usable: usable)
+    counts = Counts(examples, over, 0 if drop else cut, over if drop else 0, no_room=unusable)
+    if drop and unusable:  # a pair with no room is over the width: dropped once, not twice
+        counts = dataclasses.replace(counts, no_room=0)
+    kept = counts.kept
+    counts = dataclasses.replace(counts, filled=used / (kept * (width - 1)) if kept else 0.0)
+    return ds.map(lambda example, length, usable: example), counts
 
 
 def _examples(opened, dataset_cfg, split, preprocessor, sequence_length):
@@ -99,6 +115,10 @@ def _examples(opened, dataset_cfg, split, preprocessor, sequence_length):
     if counts.examples == 0:
         raise UserError(f"{opened.label}[{split}] holds no example; check dataset.split, "
                         "dataset.take and the data")
+    if counts.kept == 0 and counts.no_room:
+        raise UserError(f"{opened.label}[{split}]: every pair's prompt fills "
+                        f"train.sequence_length={sequence_length}, leaving no answer token; "
+                        "raise train.sequence_length")
     if counts.kept == 0:
         raise UserError(f"{opened.label}[{split}] has no example left after dropping those "
                         f"longer than train.sequence_length={sequence_length}; raise "
@@ -139,13 +159,16 @@ def _packed_rows(ds, packed: bool, preprocessor, sequence_length: int, counts: C
     return rows.dataset(), dataclasses.replace(counts, rows=rows.rows, filled=rows.filled)
 
 
-def _batched(ds, packed: bool, preprocessor, batch_size: int):
+def _batched(ds, packed: bool, preprocessor, batch_size: int, dataset_cfg):
     import tensorflow as tf
 
     ds = ds.batch(batch_size, drop_remainder=True)  # static shapes: one compiled step
     if not packed:
         ds = ds.map(_text_packer(preprocessor), num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True)
+    to_rows = FORMATS[str(dataset_cfg.format)].to_rows
+    if to_rows is not None:  # preference pairs: batch_size pairs -> 2 x batch_size rows
+        ds = ds.map(to_rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds
 
 
@@ -175,7 +198,7 @@ def build(dataset_cfg, preprocessor, batch_size: int, sequence_length: int, epoc
     if max_steps:
         steps = min(steps, max_steps)
     ds = ds.shuffle(min(dataset_cfg.shuffle_buffer, n), seed=seed, reshuffle_each_iteration=True)
-    ds = _batched(ds.repeat(epochs), packed, preprocessor, batch_size)
+    ds = _batched(ds.repeat(epochs), packed, preprocessor, batch_size, dataset_cfg)
     ds = ds.take(steps).prefetch(tf.data.AUTOTUNE)
     return Stream(dataset=ds, steps=steps, steps_per_epoch=steps_per_epoch, examples_per_epoch=n,
                   counts=counts)
@@ -200,6 +223,6 @@ def build_eval(dataset_cfg, preprocessor, batch_size: int, sequence_length: int,
     if steps == 0:
         raise UserError(f"dataset.eval_split={dataset_cfg.eval_split} has {n} usable examples, "
                         f"fewer than one batch of train.batch_size={batch_size}")
-    ds = _batched(ds, packed, preprocessor, batch_size).take(steps).cache()
+    ds = _batched(ds, packed, preprocessor, batch_size, dataset_cfg).take(steps).cache()
     return Stream(dataset=ds.prefetch(tf.data.AUTOTUNE), steps=steps, steps_per_epoch=steps,
                   examples_per_epoch=n, counts=counts)

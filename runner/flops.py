@@ -21,10 +21,13 @@ import time
 
 
 def flops_per_token(dims, total_params: int, trainable_params: int,
-                    sequence_length: int) -> float:
+                    sequence_length: int, reference_forward: bool = False) -> float:
+    """reference_forward: the step also runs the model forward once more (DPO's reference:
+    2 FLOPs per parameter and a third of the attention's)."""
     frozen = total_params - trainable_params
     attention = 12 * dims.layers * dims.query_heads * dims.head_dim * sequence_length
-    return 4 * frozen + 6 * trainable_params + attention
+    reference = 2 * total_params + attention / 3 if reference_forward else 0
+    return 4 * frozen + 6 * trainable_params + attention + reference
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,7 +1,7 @@
 """The data formats (dataset.format), one object each, in one table: what the format checks
 before any weight loads, and how it turns a split's examples into token ids in tf.data.
 runner/checks.py and runner/data.py look the format up here and never branch on its name; a new
-format (the preference pairs to come) is one DataFormat more. The checks a format shares with
+format is one DataFormat more (format=preference: runner/preference_data.py). The checks a format shares with
 others (splits, fields records lack, values that are not text) are runner/datasets/problems.py's.
 dataset=synthetic is not a format of records: runner/datasets/synthetic.py holds its checks and
 its stream."""
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
+from runner import preference_data
 from runner.chat_data import chat_examples
 from runner.datasets.problems import (WHERE, chat_field_problems, conversation_problems,
                                       messages_field, missing, non_text, split_problems,
@@ -27,9 +28,14 @@ class DataFormat:
     # model's (None when it cannot be told); splits_ok: no problem with the splits so far
     problems: Callable
     # (ds, dataset_cfg, features, preprocessor, sequence_length) -> (ds, packed): with packed,
-    # each element is ((x, y, sample weight), length) at full width; else (text, length) for the
-    # preprocessor to pack per batch
+    # each element is ((x, y, sample weight), length) at full width, or ((x, y, sample weight),
+    # length, usable) where an example can be unusable however it is cut (a preference pair
+    # whose prompt fills the sequence); else (text, length) for the preprocessor to pack per batch
     examples: Callable
+    # rows of the model's batch per example: 2 for preference pairs (chosen, rejected), which
+    # `to_rows` turns a batch of examples into
+    rows_per_example: int = 1
+    to_rows: Optional[Callable] = None
 
 
 def dataset_problems(dataset_cfg, opened, family=None) -> list[str]:
@@ -138,4 +144,6 @@ FORMATS = {f.name: f for f in (
     DataFormat("text", _text_problems, _text_examples),
     DataFormat("prompt_response", _prompt_response_problems, _prompt_response_examples),
     DataFormat("chat", _chat_problems, _chat),
+    DataFormat("preference", preference_data.problems, preference_data.examples, 2,
+               preference_data.pairs_to_rows),
 )}

@@ -67,6 +67,44 @@ class TokenMetrics(keras.metrics.Metric):
                 "mean_accuracy": self.correct / count}
 
 
+PAIRS = "pairs"
+STEP, MEAN = "step_sum:", "mean:"  # prefixes of PreferenceMetrics' results
+
+
+class PreferenceMetrics(keras.metrics.Metric):
+    """A preference objective's metrics (TRL's names: runner/preference_step.py METRICS), from
+    the step's per-pair sums: for each, the latest step's sum over its pairs (`step_sum:NAME`,
+    summed by the host per log interval like TokenMetrics' sums) and the mean over every pair
+    since the last reset (`mean:NAME`: a whole evaluation's figure); `pairs`: the step's."""
+
+    def __init__(self, names=(), name="preference_metrics", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.names = tuple(names)
+        zeros = dict(shape=(), initializer="zeros")
+        keys = (PAIRS,) + self.names
+        self.step = {k: self.add_variable(name=f"step_{i}", **zeros) for i, k in enumerate(keys)}
+        self.total = {k: self.add_variable(name=f"total_{i}", **zeros) for i, k in enumerate(keys)}
+
+    def update_state(self, *args, **kwargs):
+        """Only the runner's step updates it (update_from_sums); Keras's own calls add nothing."""
+
+    def update_from_sums(self, sums: dict):
+        for key, variable in self.step.items():
+            variable.assign(sums[key])
+            self.total[key].assign_add(sums[key])
+
+    def result(self):
+        pairs = ops.maximum(self.total[PAIRS], 1.0)
+        out = {PAIRS: ops.convert_to_tensor(self.step[PAIRS])}
+        for key in self.names:
+            out[STEP + key] = ops.convert_to_tensor(self.step[key])
+            out[MEAN + key] = self.total[key] / pairs
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "names": list(self.names)}
+
+
 def flat(logs: dict) -> dict:
     """Keras nests a dict result under the metric's name where it is not already flattened
     (evaluate's return value); callbacks get it flat."""

@@ -60,6 +60,19 @@ def check_supported(quant_cfg, lora_cfg, model_axis_size: int) -> None:
             "use quant=int8, or a mesh whose model axis is 1 (mesh=data_parallel)")
 
 
+# lora.targets=[all-linear]: every dense layer of the blocks, as PEFT's target_modules="all-linear"
+# (the output layer, here the token embedding in reverse, left out as PEFT leaves it out)
+ALL_LINEAR = "all-linear"
+
+
+def linear_layer_names(backbone) -> list[str]:
+    import keras
+
+    return sorted({layer.name for layer in backbone._flatten_layers(include_self=False)
+                   if hasattr(layer, "enable_lora") and layer.weights
+                   and not isinstance(layer, keras.layers.Embedding)})
+
+
 def lora_alpha_of(lora_cfg) -> float:
     return float(lora_cfg.alpha) if lora_cfg.alpha is not None else float(lora_cfg.rank)
 
@@ -73,6 +86,8 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
     if lora_cfg is None or lora_cfg.rank <= 0:  # None: no LoRA (an export's base)
         return []
     targets = list(lora_cfg.targets) if lora_cfg.targets else backbone.default_lora_layer_names()
+    if targets == [ALL_LINEAR]:
+        targets = linear_layer_names(backbone)
     backbone.enable_lora(lora_cfg.rank, target_layer_names=targets)
     adapted = [layer for layer in backbone._flatten_layers(include_self=False)
                if getattr(layer, "lora_enabled", False)]

@@ -15,14 +15,22 @@ TILE_BYTES = 512 * 2**20
 
 
 def compile_for_training(causal_lm, optimizer, generate_cfg, train_cfg, batch_axis_size: int,
-                         seed: int) -> None:
+                         seed: int, objective_cfg=None, pad_id: int = 0) -> None:
     """Compile `causal_lm` for train_cfg's step: its loss tiles (train.loss_tiles) and
-    micro-batches (train.gradient_accumulation_steps), the batch split `batch_axis_size` ways."""
+    micro-batches (train.gradient_accumulation_steps), the batch split `batch_axis_size` ways;
+    objective_cfg: a preference objective (runner/preference_step.py), or sft (None too).
+    pad_id: the tokenizer's padding token (ORPO's NLL leaves it out)."""
     import keras
 
-    from runner.metrics import TokenMetrics
+    from runner import preference_step
+    from runner.metrics import PreferenceMetrics, TokenMetrics
 
     metrics = TokenMetrics()  # loss, tokens and accuracy, from the loss's own pass
+    preference = preference_step.of_config(objective_cfg)
+    extra_metrics, installed = [], None
+    if preference is not None:
+        pair_metrics = PreferenceMetrics(preference_step.metric_names(preference))
+        extra_metrics, installed = [pair_metrics], (preference, pair_metrics, int(pad_id))
     causal_lm.compile(
         optimizer=optimizer,
         # What Keras's own step would use (generate() and predict() do not look at it); the
@@ -30,23 +38,50 @@ def compile_for_training(causal_lm, optimizer, generate_cfg, train_cfg, batch_ax
         # prompt tokens have sample weight 0.
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction="mean_with_sample_weight"),
-        weighted_metrics=[metrics],
+        weighted_metrics=[metrics, *extra_metrics],
         sampler=generation.build_sampler(generate_cfg, seed,
                                          generation.vocabulary_limit(causal_lm)),
     )
     documents.prepare(causal_lm.backbone)  # packed rows (dataset.packing) mask per document
     step.install(causal_lm, metrics, loss_tiles(train_cfg, batch_axis_size,
-                                                causal_lm.backbone.vocabulary_size),
-                 int(train_cfg.gradient_accumulation_steps))
+                                                causal_lm.backbone.vocabulary_size,
+                                                objective_cfg),
+                 int(train_cfg.gradient_accumulation_steps), installed)
 
 
-def loss_tiles(train_cfg, batch_axis_size: int, vocabulary: int) -> int:
+def rows_per_step(train_cfg, objective_cfg) -> int:
+    """The model's rows per step: train.batch_size examples, or for a preference objective
+    train.batch_size pairs of two rows each (chosen, rejected)."""
+    preference = objective_cfg is not None and str(objective_cfg.name) != "sft"
+    return train_cfg.batch_size * (2 if preference else 1)
+
+
+def has_reference(objective_cfg) -> bool:
+    """Whether each step also runs the reference model forward (DPO)."""
+    return objective_cfg is not None and str(objective_cfg.name) == "dpo"
+
+
+def plan_notes(objective_cfg, lora_cfg) -> list[str]:
+    """What the plan says of a preference objective's reference model."""
+    name = str(objective_cfg.name)
+    if name == "sft":
+        return []
+    if name != "dpo":
+        return [f"objective={name} needs no reference model"]
+    if lora_cfg.rank > 0:
+        return ["objective=dpo: the reference model is the base with the adapter off, so the "
+                "frozen weights above are its weights too (no second copy); each step runs one "
+                "more forward pass for it, which keeps no activations for the backward pass"]
+    return []
+
+
+def loss_tiles(train_cfg, batch_axis_size: int, vocabulary: int, objective_cfg=None) -> int:
     """train.loss_tiles as a number: auto is the fewest slices of the sequence whose float32
     logits (per device, per micro-batch) fit TILE_BYTES."""
     tiles = train_cfg.loss_tiles
     if str(tiles) != "auto":
         return int(tiles)
-    micro = train_cfg.batch_size // int(train_cfg.gradient_accumulation_steps)
+    micro = rows_per_step(train_cfg, objective_cfg) // int(train_cfg.gradient_accumulation_steps)
     return auto_tiles(max(1, micro // max(1, batch_axis_size)), train_cfg.sequence_length,
                       vocabulary)
 

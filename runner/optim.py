@@ -13,8 +13,13 @@ def check(optimizer_cfg) -> None:
     if optimizer_cfg.name == "sgd" and optimizer_cfg.weight_decay:
         raise UserError("optimizer.weight_decay is not applied by sgd; set it to 0 or use "
                         "optimizer=adamw")
-    if optimizer_cfg.schedule == "constant" and optimizer_cfg.warmup_steps:
-        raise UserError("optimizer.warmup_steps needs optimizer.schedule=warmup_cosine")
+    ratio = getattr(optimizer_cfg, "warmup_ratio", None)
+    if optimizer_cfg.schedule == "constant" and (optimizer_cfg.warmup_steps or ratio):
+        raise UserError(f"optimizer.warmup_{'ratio' if ratio else 'steps'} needs "
+                        "optimizer.schedule=warmup_cosine")
+    if ratio and optimizer_cfg.warmup_steps:
+        raise UserError("optimizer.warmup_steps and optimizer.warmup_ratio are both set; keep one "
+                        "(warmup_ratio: a share of the run's steps, as transformers' warmup_ratio)")
 
 
 def build_optimizer(optimizer_cfg, total_steps: int = 1):
@@ -51,7 +56,7 @@ def learning_rate(optimizer_cfg, total_steps: int = 1):
     if schedule == "constant":
         return peak
     if schedule == "warmup_cosine":
-        warmup = int(optimizer_cfg.warmup_steps)
+        warmup = warmup_steps(optimizer_cfg, total_steps)
         if warmup >= total_steps and total_steps > 1:
             raise UserError(f"optimizer.warmup_steps={warmup} is not below the run's "
                             f"{total_steps} steps; use fewer warmup steps")
@@ -60,6 +65,17 @@ def learning_rate(optimizer_cfg, total_steps: int = 1):
             decay_steps=max(1, total_steps - warmup), alpha=optimizer_cfg.min_lr_ratio,
             warmup_target=peak if warmup else None, warmup_steps=warmup)
     raise UserError(f"optimizer.schedule={schedule} is unknown; valid: constant, warmup_cosine")
+
+
+def warmup_steps(optimizer_cfg, total_steps: int) -> int:
+    """optimizer.warmup_steps, or warmup_ratio of the run's steps rounded up (transformers'
+    get_warmup_steps: ceil(total x ratio))."""
+    import math
+
+    ratio = getattr(optimizer_cfg, "warmup_ratio", None)
+    if ratio:
+        return math.ceil(total_steps * float(ratio))
+    return int(optimizer_cfg.warmup_steps)
 
 
 def learning_rate_at(optimizer_cfg, step: int, total_steps: int = 1) -> float:

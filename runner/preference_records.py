@@ -78,6 +78,9 @@ def pair_of(record: dict, where: str) -> Pair:
     if _kind(rejected, "rejected", where) != kind:
         raise RecordError(f"{where}: chosen and rejected must both be text or both messages")
     prompt = record.get("prompt")
+    if prompt is not None and _kind(prompt, "prompt", where) == "messages" and kind == "text":
+        raise RecordError(f"{where}: the prompt is a list of messages but chosen and rejected are "
+                          "text; give the answers as assistant messages, or the prompt as text")
     if prompt is not None and _kind(prompt, "prompt", where) == kind:
         pair = Pair(prompt, chosen, rejected)
     else:  # no prompt, or a text prompt beside whole conversations: their shared start

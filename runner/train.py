@@ -279,7 +279,8 @@ def build(cfg, decided: Decided) -> Built:
                                       preprocessor, cfg.train.remat, decided.described)
     optimizer = optim.build_optimizer(cfg.optimizer, stream.steps)
     objective.compile_for_training(causal_lm, optimizer, cfg.generate, cfg.train,
-                                   decided.batch_axis_size, cfg.seed)
+                                   decided.batch_axis_size, cfg.seed, cfg.objective,
+                                   preprocessor.tokenizer.pad_token_id if preprocessor else 0)
     optimizer.build(causal_lm.trainable_variables)
     variables = tuple(causal_lm.backbone.variables + optimizer.variables)
     verify_placement(decided.plan, variables)
@@ -371,6 +372,16 @@ def _build_state(lm, built: Built) -> None:
     x, y, w = next(iter(built.stream.from_step(0)))
     lm._symbolic_build(data_batch=(documents.split(x)[0], y, w))
     lm.preprocessor = preprocessor
+    # fit's own _symbolic_build looks at every layer Keras tracks, the preprocessor too (still
+    # tracked while lm.preprocessor is None). Where the pipeline only used its tokenizer
+    # (format=prompt_response, chat, preference) it was never called, so never built, and fit
+    # would read one more batch to build it: one more iterator over the shuffled stream, whose
+    # order is then not the uninterrupted run's. Its build makes its packer; it has no weights.
+    if preprocessor is not None and not preprocessor.built:
+        preprocessor.build(None)  # makes its packer, itself a layer never called
+        for layer in preprocessor._flatten_layers():
+            if not layer.built:
+                layer.build(None)
 
 
 def _set_aside(decided: Decided, unreadable: list, then: str) -> None:
@@ -457,8 +468,8 @@ def fit(cfg, decided: Decided, built: Built, start: Start, tracker: Tracker,
     # Model FLOPs per step: the achieved FLOP/s is logged live; MFU divides it by this machine's
     # peak matmul FLOP/s, measured after training (measuring first slowed the steps after it).
     flops_per_step = flops.flops_per_token(
-        plan.dimensions, plan.total_params, plan.trainable_params, cfg.train.sequence_length
-    ) * _tokens_per_step(cfg) if plan.dimensions else 0.0
+        plan.dimensions, plan.total_params, plan.trainable_params, cfg.train.sequence_length,
+        objective.has_reference(cfg.objective)) * _tokens_per_step(cfg) if plan.dimensions else 0.0
     logger = StepLogger(tracker, cfg.optimizer, cfg.train.log_every, stream.steps,
                         start.step, flops_per_step)
     stateful = {"logger": logger}
@@ -516,7 +527,7 @@ def _prompts(cfg, process_count: int) -> list[str]:
 
 
 def _tokens_per_step(cfg) -> int:
-    return cfg.train.batch_size * cfg.train.sequence_length
+    return objective.rows_per_step(cfg.train, cfg.objective) * cfg.train.sequence_length
 
 
 def finish(cfg, decided: Decided, built: Built, start: Start, fitted: Fitted,

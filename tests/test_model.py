@@ -54,3 +54,15 @@ def test_sampling_never_asks_the_tokenizer_for_ids_it_lacks():
         assert np.isclose(probabilities[0, :512].sum(), 1.0)
     same = keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=None)
     assert generation.vocabulary_limit(same) is None  # nothing to decode: nothing to limit
+
+
+def test_all_linear_adapts_every_dense_layer_of_the_blocks_and_not_the_head():
+    """lora.targets=[all-linear], as PEFT's target_modules="all-linear"."""
+    from runner import model
+
+    cfg = compose("lora.rank=4", "lora.targets=[all-linear]")
+    lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, "float32")
+    adapted = {layer.name for layer in lm.backbone._flatten_layers(include_self=False)
+               if getattr(layer, "lora_enabled", False)}
+    assert adapted == {"query", "key", "value", "attention_output", "ffw_gating",
+                       "ffw_gating_2", "ffw_linear"}

@@ -55,6 +55,8 @@ def test_every_shape_reads_as_trl_reads_it(shape):
      "must be assistant messages after the prompt"),
     ({"chosen": SKY + [_assistant("")], "rejected": SKY + [_assistant("x")]},
      "the chosen answer is empty"),
+    ({"prompt": [_user("Q")], "chosen": " a", "rejected": " b"},
+     "the prompt is a list of messages but chosen and rejected are text"),
 ])
 def test_a_bad_record_is_one_line_naming_its_place(record, words):
     with pytest.raises(RecordError) as caught:

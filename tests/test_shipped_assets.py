@@ -17,7 +17,8 @@ ASSETS = ROOT / "runner" / "assets"
 def test_make_corpus_reproduces_the_shipped_files(tmp_path):
     subprocess.run([sys.executable, "-m", "runner.tools.make_corpus", "--out", str(tmp_path)],
                    check=True, capture_output=True)
-    for name in ["pretrain.txt", "reviews_train.jsonl", "reviews_validation.jsonl"]:
+    for name in ["pretrain.txt", "reviews_train.jsonl", "reviews_validation.jsonl",
+                 "preferences_train_prefs.jsonl", "preferences_test_prefs.jsonl"]:
         assert filecmp.cmp(tmp_path / name, ASSETS / "corpus" / name, shallow=False), name
 
 

@@ -6,4 +6,5 @@ SHIPPED = {
     "tiny_translations": "runner.datasets.tiny_translations.tiny_translations_dataset_builder",
     "tiny_prompts": "runner.datasets.tiny_prompts.tiny_prompts_dataset_builder",
     "tiny_chats": "runner.datasets.tiny_chats.tiny_chats_dataset_builder",
+    "tiny_preferences": "runner.datasets.tiny_preferences.tiny_preferences_dataset_builder",
 }

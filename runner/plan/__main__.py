@@ -105,10 +105,13 @@ def plan_for(cfg) -> dict:
     the_plan = dataclasses.replace(the_plan, problems=problems + ([fit] if fit else []))
     micro = int(cfg.train.gradient_accumulation_steps)
     batch_axis = max(1, the_plan.axis_sizes.get(cfg.mesh.batch_axis, 1))
-    per_device = cfg.train.batch_size // micro // batch_axis
-    tiles = objective.loss_tiles(cfg.train, batch_axis, the_plan.dimensions.vocabulary) \
+    per_device = objective.rows_per_step(cfg.train, cfg.objective) // micro // batch_axis
+    tiles = objective.loss_tiles(cfg.train, batch_axis, the_plan.dimensions.vocabulary,
+                                 cfg.objective) \
         if the_plan.dimensions else 1
+    pairs = objective.rows_per_step(cfg.train, cfg.objective) != cfg.train.batch_size
     note = (f"estimate: batch {per_device} x {cfg.train.sequence_length} tokens per device"
+            + (" (preference pairs: a chosen and a rejected row each)" if pairs else "")
             + (f" (one of {micro} micro-batches)" if micro > 1 else "")
             + f", the loss over {tiles} tile{'s' * (tiles > 1)} of the sequence, "
             f"train.remat={cfg.train.remat}"
@@ -120,7 +123,8 @@ def plan_for(cfg) -> dict:
             "not estimated for this model family")
     return {"plan": the_plan, "rules": rules, "described": described, "memory": memory, "device": device, "fit": fit,
             "fits": None if device.bytes is None else fit is None, "n_devices": n_devices,
-            "activation_note": note, "notes": findings.notes, "loss_tiles": tiles}
+            "activation_note": note, "loss_tiles": tiles,
+            "notes": findings.notes + objective.plan_notes(cfg.objective, cfg.lora)}
 
 
 def _peak_rss_gb() -> float:
@@ -148,9 +152,10 @@ def predicted_step(cfg, the_plan, compiled, n_devices: int):
     if not cfg.plan.accelerator or compiled.cost is None:
         return None
     acc = accelerator(cfg.plan.accelerator)
-    tokens = cfg.train.batch_size * cfg.train.sequence_length
+    tokens = objective.rows_per_step(cfg.train, cfg.objective) * cfg.train.sequence_length
     model_flops = flops.flops_per_token(the_plan.dimensions, the_plan.total_params,
-                                        the_plan.trainable_params, cfg.train.sequence_length
+                                        the_plan.trainable_params, cfg.train.sequence_length,
+                                        objective.has_reference(cfg.objective)
                                         ) * tokens if the_plan.dimensions else 0.0
     # XLA's cost analysis counts a loop's body once: the micro-batches' scan is the whole
     # forward and backward, so its FLOPs and bytes count micro-batches times (the optimizer's

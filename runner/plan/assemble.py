@@ -83,7 +83,8 @@ def estimate_memory(cfg, the_plan: Plan) -> mem.Memory:
     """The plan's bytes per device (weights, LoRA, gradients, optimizer, activations) at the
     run's batch, sequence length and rematerialisation."""
     return mem.memory_per_device(
-        the_plan, the_plan.dimensions, cfg.train.batch_size, cfg.train.sequence_length,
+        the_plan, the_plan.dimensions, objective.rows_per_step(cfg.train, cfg.objective),
+        cfg.train.sequence_length,
         cfg.mesh.batch_axis, cfg.mesh.model_axis,
         mem.compute_itemsize(model.dtype_policy(cfg.train.precision)), str(cfg.train.remat),
         int(cfg.train.gradient_accumulation_steps), _loss_tiles(cfg, the_plan))
@@ -93,4 +94,4 @@ def _loss_tiles(cfg, the_plan: Plan) -> int:
     if the_plan.dimensions is None:
         return 1
     return objective.loss_tiles(cfg.train, the_plan.axis_sizes.get(cfg.mesh.batch_axis, 1),
-                                the_plan.dimensions.vocabulary)
+                                the_plan.dimensions.vocabulary, cfg.objective)

@@ -118,7 +118,7 @@ def _abstract_model(cfg, batch, described, batch_axis_size: int):
         lm = model.causal_lm_class(described.family)(backbone=backbone, preprocessor=None)
     optimizer = optim.build_optimizer(cfg.optimizer, cfg.train.steps or 1)
     objective.compile_for_training(lm, optimizer, cfg.generate, cfg.train, batch_axis_size,
-                                   cfg.seed)
+                                   cfg.seed, cfg.objective)
     with model.no_memory_scope():
         optimizer.build(lm.trainable_variables)
         # what fit does before its first step: the compiled metrics' variables, symbolically
@@ -153,7 +153,8 @@ def compile_train_step(cfg, the_plan, n_devices: int, described=None) -> Compile
     placement = host_values_stay_on_host() if target.compile_only else contextlib.nullcontext()
     distribution = layout.distribution(cfg.mesh, the_plan.placement_rules(), target.devices)
     with placement, distribution.scope():
-        batch = _abstract_batch(distribution, cfg.train.batch_size, cfg.train.sequence_length)
+        batch = _abstract_batch(distribution, objective.rows_per_step(cfg.train, cfg.objective),
+                                cfg.train.sequence_length)
         lm = _abstract_model(cfg, batch, described or describe(cfg.model),
                              the_plan.axis_sizes.get(cfg.mesh.batch_axis, 1))
         specs = {e.path: e.spec for e in the_plan.entries}

@@ -1,4 +1,4 @@
-"""Writes the two small text corpora the project ships, from templates and a seed.
+"""Writes the small text corpora the project ships, from templates and a seed.
 
 Why generated text: the base model must be pretrained on text we may ship, and the fine-tuning
 set must differ from it in *style* so that LoRA's effect is visible in samples. The pretraining
@@ -133,11 +133,13 @@ POS_CLOSE = ["Highly recommended!", "Go and see it!", "I will watch it again!", 
 NEG_CLOSE = ["Skip it.", "Not recommended.", "Save your money.", "Avoid this one."]
 
 
-def review(rng: random.Random, fine_tuning: bool = False) -> dict:
+def review(rng: random.Random, fine_tuning: bool = False, film: str | None = None) -> dict:
     """One review. The fine-tuning set also opens like the neutral corpus does ("The film X
-    ..."), so after LoRA a neutral prompt turns into a review: the visible style shift."""
+    ..."), so after LoRA a neutral prompt turns into a review: the visible style shift.
+    A given `film` skips that draw (the preference set names its film in the prompt)."""
     positive = rng.random() < 0.6
-    film = rng.choice(FILM_WORDS)
+    if film is None:
+        film = rng.choice(FILM_WORDS)
     openers = [f"I watched {film} last night.", f"Just saw {film}.",
                f"My friends and I went to see {film}."]
     if fine_tuning:
@@ -231,6 +233,66 @@ def conversation(rng: random.Random) -> dict:
     return {"prompt": question, "messages": messages}
 
 
+# Preference pairs with the shape of HuggingFaceH4/ultrafeedback_binarized (train_prefs /
+# test_prefs): {"prompt", "chosen", "rejected", "score_chosen", "score_rejected"}, chosen and
+# rejected being [user, assistant] messages. The preference is one of *style*, learnable by the
+# tiny model: asked to review a film, the chosen answer is a review in the fine-tuning set's
+# style (positive or negative), the rejected one two encyclopedic sentences about
+# towns, rivers, animals or food, off topic. Short, so that a pair fits short sequences: the
+# tiny tokenizer takes ~2 characters a piece for reviews, so answers of at most 110 / 130
+# characters run ~40-65 pieces (the shipped reviews run 40-80), prompts ~15-25. No "?" or ":"
+# in the prompts: that tokenizer maps them to <unk>.
+PREF_PROMPTS = ["Write a short review of the film {film}.",
+                "Please review {film} for me.",
+                "Give me a short review of {film}.",
+                "Review the film {film}, briefly.",
+                "Write a quick review of {film}."]
+CHOSEN_MAX_CHARS, REJECTED_MAX_CHARS = 110, 130
+
+
+def _off_topic(rng: random.Random) -> str:
+    """Two neutral-corpus sentences (no films), at most REJECTED_MAX_CHARS long (a third would
+    not fit: the sentences run 38-102 characters)."""
+    makers = [_town, _river, _animal, _food]
+    while True:
+        text = " ".join(rng.choice(makers)(rng) for _ in range(2))
+        if len(text) <= REJECTED_MAX_CHARS:
+            return text
+
+
+def preference_pair(rng: random.Random) -> dict:
+    film = rng.choice(FILM_WORDS)
+    prompt = rng.choice(PREF_PROMPTS).format(film=film)
+    chosen = review(rng, film=film)["text"]
+    while len(chosen) > CHOSEN_MAX_CHARS:
+        chosen = review(rng, film=film)["text"]
+    user = {"role": "user", "content": prompt}
+    return {"prompt": prompt,
+            "chosen": [user, {"role": "assistant", "content": chosen}],
+            "rejected": [user, {"role": "assistant", "content": _off_topic(rng)}],
+            "score_chosen": rng.choice([8.0, 8.5, 9.0, 9.5, 10.0]),
+            "score_rejected": rng.choice([1.0, 1.5, 2.0, 2.5, 3.0])}
+
+
+def preference_splits(rng: random.Random, sizes: dict[str, int]) -> dict[str, list[dict]]:
+    """No answer repeats across the splits (nor a chosen/rejected pair within one), so the test
+    split's records are all unseen in training."""
+    seen_chosen, seen_rejected, out = set(), set(), {}
+    for split, n in sizes.items():
+        rows, pairs = [], set()
+        while len(rows) < n:
+            r = preference_pair(rng)
+            c, j = r["chosen"][1]["content"], r["rejected"][1]["content"]
+            if c in seen_chosen or j in seen_rejected or (c, j) in pairs:
+                continue
+            pairs.add((c, j))
+            rows.append(r)
+        seen_chosen |= {r["chosen"][1]["content"] for r in rows}
+        seen_rejected |= {r["rejected"][1]["content"] for r in rows}
+        out[split] = rows
+    return out
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                     encoding="utf-8")
@@ -257,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(args.seed + 3)
     for split, n in (("train_sft", 600), ("test_sft", 60)):
         write_jsonl(args.out / f"chats_{split}.jsonl", [conversation(rng) for _ in range(n)])
+    rng = random.Random(args.seed + 4)
+    for split, rows in preference_splits(rng, {"train_prefs": 480, "test_prefs": 60}).items():
+        write_jsonl(args.out / f"preferences_{split}.jsonl", rows)
     for p in sorted(args.out.iterdir()):
         print(f"{p}  {p.stat().st_size} bytes")
 

@@ -65,7 +65,7 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     _collect(problems, model.check_supported, cfg.quant, cfg.lora, model_axis_size)
     _collect(problems, optim.check, cfg.optimizer)
     _collect(problems, _step_shape, cfg.train)
-    problems += objective_problems(cfg.objective, cfg.dataset, cfg.lora)
+    problems += objective_problems(cfg.objective, cfg.dataset)
     described = None
     try:
         described = describe(cfg.model)
@@ -94,9 +94,9 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     return Findings(problems, notes, described)
 
 
-def objective_problems(objective_cfg, dataset_cfg, lora_cfg) -> list[str]:
-    """A preference objective reads preference pairs and nothing else reads them; DPO's
-    reference is the base with the adapter off, so it needs LoRA (for now)."""
+def objective_problems(objective_cfg, dataset_cfg) -> list[str]:
+    """A preference objective reads preference pairs and nothing else reads them; each
+    objective's keys are its own."""
     name, fmt = str(objective_cfg.name), str(dataset_cfg.format)
     preference = name != "sft"
     if synthetic.is_synthetic(dataset_cfg) and preference:
@@ -119,11 +119,6 @@ def objective_problems(objective_cfg, dataset_cfg, lora_cfg) -> list[str]:
     if preference and dataset_cfg.packing:
         found.append(f"dataset.packing=true with objective={name}: a pair's two rows are compared "
                      "whole, so pairs are not packed; set dataset.packing=false")
-    if name == "dpo" and lora_cfg.rank == 0:
-        found.append("objective=dpo with lora.rank=0: the reference model of a full fine-tune (a "
-                     "frozen second copy) is not built yet; use LoRA (lora=rank16: the reference "
-                     "is the base with the adapter off, no second copy), or objective=orpo or "
-                     "simpo, which need no reference")
     return found
 
 

@@ -231,9 +231,10 @@ class LoraConfig:
     targets: Optional[List[str]] = key(None, ListOf(Text(), non_empty=True, unique=True),
         help=("layer names LoRA adapts; [all-linear]: every dense layer of the blocks (PEFT's "
               "all-linear); null: the family's defaults (query and value)"))
-    # Keras LoRA has no dropout: anything but 0 is rejected (runner/checks.py), not ignored
+    # PEFT's lora_dropout: on the LoRA branch's input, in training only (runner/factored_lora.py)
     dropout: float = key(0.0, fraction(open_high=True),
-        help="LoRA dropout; Keras LoRA has none, so only 0 is accepted (refused, not ignored)")
+        help=("LoRA dropout on the adapter branch's input, in training only, seeded from `seed` "
+              "(PEFT's lora_dropout)"))
 
 
 @dataclass

@@ -16,17 +16,39 @@ from __future__ import annotations
 import functools
 
 
-def factor(layers) -> int:
+def factor(layers) -> list:
     """Make each LoRA-enabled Dense or EinsumDense in `layers` compute LoRA factored; returns
-    how many it changed. A layer whose equation does not end in the kernel's last axis (none
-    of the families' LoRA targets) keeps Keras's merged kernel."""
-    changed = 0
+    the layers it changed. A layer whose equation does not end in the kernel's last axis (none
+    of the families' LoRA targets) keeps Keras's merged kernel; a quantized one keeps Keras's
+    quantized call (which computes LoRA factored itself)."""
+    changed = []
     for layer in layers:
         cls = _factored_class(type(layer))
         if cls is not None and getattr(layer, "lora_enabled", False) and _factorable(layer):
             layer.__class__ = cls
-            changed += 1
+            if getattr(layer, "quantization_mode", None) is None:
+                changed.append(layer)
     return changed
+
+
+def add_dropout(layers, rate: float) -> None:
+    """LoRA dropout on each factored layer's (from factor) branch input, in training only (PEFT's
+    lora_dropout). Each layer draws its masks from its own seed generator, seeded from the
+    run's seed (keras.utils.set_random_seed), its state a variable beside the layer's
+    (PATH/lora_dropout/seed_generator_state) that checkpoints keep: a rerun or a resumed run
+    draws the same masks."""
+    import contextlib
+
+    import keras
+
+    for layer in layers:
+        layer._tracker.unlock()  # Keras locks a built layer's state; enable_lora does the same
+        with contextlib.ExitStack() as scopes:  # a name scope is one path part
+            for part in layer.path.split("/"):
+                scopes.enter_context(keras.name_scope(part))
+            layer.lora_dropout_seed = keras.random.SeedGenerator(name="lora_dropout")
+        layer._tracker.lock()
+        layer.lora_dropout = float(rate)
 
 
 def _factorable(layer) -> bool:
@@ -56,7 +78,11 @@ def _factored_class(cls):
         if not self.lora_enabled:
             return cls.call(self, inputs, training=training)
         x = product(self, inputs, self._kernel)
-        update = keras.ops.matmul(product(self, inputs, self.lora_kernel_a),
+        branch = inputs  # PEFT: lora_B(lora_A(dropout(x))), the frozen path untouched
+        rate = getattr(self, "lora_dropout", 0.0)
+        if training and rate:
+            branch = keras.random.dropout(inputs, rate, seed=self.lora_dropout_seed)
+        update = keras.ops.matmul(product(self, branch, self.lora_kernel_a),
                                   self.lora_kernel_b)
         x = keras.ops.add(x, (self.lora_alpha / self.lora_rank) * update)
         if self.bias is not None:

@@ -11,7 +11,7 @@ import contextlib
 from runner.backbones import (backbone_class, causal_lm_class, dtype_policy, no_memory_scope,
                               stable_names)
 from runner.errors import UserError
-from runner.factored_lora import factor
+from runner.factored_lora import add_dropout, factor
 from runner.families import FAMILIES, by_backbone, correct
 from runner.plan.memory import Dimensions
 from runner.presets import SHIPPED_PRESETS, TRANSFORMERS, describe, resolve_preset  # noqa: F401
@@ -44,10 +44,11 @@ def random_weights(model_cfg) -> bool:
 
 def check_supported(quant_cfg, lora_cfg, model_axis_size: int) -> None:
     """Reject what Keras cannot do, before any weight is loaded; never silently skip."""
-    if lora_cfg.dropout:
+    if lora_cfg.dropout and quant_cfg.mode in ("int8", "int4"):
         raise UserError(
-            f"lora.dropout={lora_cfg.dropout}: Keras LoRA layers have no dropout, so it cannot "
-            "be honoured; set lora.dropout=0 (the experiment then differs from its source there)")
+            f"lora.dropout={lora_cfg.dropout} with quant={quant_cfg.mode}: LoRA on Keras's "
+            f"{quant_cfg.mode} layers runs in Keras's own quantized call, which has no dropout; "
+            "set lora.dropout=0, or use quant=none")
     if lora_cfg.rank < 0:
         raise UserError(f"lora.rank={lora_cfg.rank} must be 0 (off) or positive")
     if quant_cfg.mode != "none" and lora_cfg.rank == 0:
@@ -96,7 +97,13 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
                         if layer.weights and hasattr(layer, "enable_lora")})
         raise UserError(f"lora.targets={targets} match no layer of this model; "
                         f"layers that take LoRA: {names}")
-    factor(adapted)  # x @ W + s * (x @ A) @ B: no merged kernel, no full kernel gradient
+    factored = factor(adapted)  # x @ W + s * (x @ A) @ B: no merged kernel or its gradient
+    if lora_cfg.dropout:
+        whole = sorted({layer.name for layer in adapted} - {layer.name for layer in factored})
+        if whole:  # checked before weights (check_supported); this is the layers' own word
+            raise UserError(f"lora.dropout={lora_cfg.dropout}: LoRA on {whole} is not computed "
+                            "by the runner, so it cannot drop out; set lora.dropout=0")
+        add_dropout(factored, lora_cfg.dropout)
     for layer in adapted:
         layer.lora_alpha = lora_alpha_of(lora_cfg)
         # Keras leaves an adapted layer's bias trainable (Qwen 2's query/key/value have one);

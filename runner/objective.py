@@ -61,6 +61,12 @@ def has_reference(objective_cfg) -> bool:
     return objective_cfg is not None and str(objective_cfg.name) == "dpo"
 
 
+def needs_reference_copy(objective_cfg, lora_cfg) -> bool:
+    """DPO without LoRA: the one case whose reference the policy's own weights cannot give
+    (runner/reference_model.py builds it)."""
+    return has_reference(objective_cfg) and (lora_cfg is None or lora_cfg.rank <= 0)
+
+
 def plan_notes(objective_cfg, lora_cfg) -> list[str]:
     """What the plan says of a preference objective's reference model."""
     name = str(objective_cfg.name)
@@ -72,7 +78,10 @@ def plan_notes(objective_cfg, lora_cfg) -> list[str]:
         return ["objective=dpo: the reference model is the base with the adapter off, so the "
                 "frozen weights above are its weights too (no second copy); each step runs one "
                 "more forward pass for it, which keeps no activations for the backward pass"]
-    return []
+    return ["objective=dpo with full fine-tuning: the reference model is a frozen copy of the "
+            "starting weights, listed above under reference/ and sharded like the policy (a "
+            "second copy of the base per device); each step runs one more forward pass for it, "
+            "which keeps no activations for the backward pass"]
 
 
 def loss_tiles(train_cfg, batch_axis_size: int, vocabulary: int, objective_cfg=None) -> int:

@@ -7,8 +7,9 @@ as TRL's concatenated forward does. The output layer runs tile by tile once
 tokens, and over all its real target tokens (ORPO's NLL, as TRL's ORPOTrainer takes it).
 
 DPO's reference: the same backbone with every LoRA adapter switched off (the frozen base
-weights exist once); its forward pass runs in the same compiled step, under stop_gradient,
-in inference mode, and keeps nothing for the backward pass. (Precomputing the reference once
+weights exist once), or for a full fine-tune its frozen copy (runner/reference_model.py); its
+forward pass runs in the same compiled step, under stop_gradient, in inference mode, and keeps
+nothing for the backward pass. (Precomputing the reference once
 per dataset, as TRL's precompute_ref_log_probs does, would save that forward pass per step;
 not done yet.)
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 
+from runner import reference_model
 from runner.backbone_pass import backbone_pass
 from runner.preference_loss import Preference, preference_loss
 
@@ -63,28 +65,31 @@ def _target_mask(x, y, pad_id: int):
     return jnp.concatenate([mask[:, 1:], last], axis=1).astype(jnp.float32)
 
 
-def _logps(lm, trainable, non_trainable, x, y, w, tiles, training, pad_id):
-    """(per-row answer and all-token log-probabilities (rows, 2), per-row hits, extra,
-    updated non-trainable values) from one forward pass."""
+def _logps(lm, trainable, non_trainable, x, y, w, every, tiles, training, backbone=None):
+    """(per-row log-probabilities (rows, 2) over the answer tokens `w` and over every real
+    target token `every`, per-row hits, extra, updated non-trainable values) from one forward
+    pass (of `backbone`, the model's own when None)."""
     import jax.numpy as jnp
 
     from runner.token_loss import row_logps
 
     hidden, extra, updated, head, head_values, head_trainable = backbone_pass(
-        lm, trainable, non_trainable, x, training)
-    weights = jnp.stack([w.astype(jnp.float32), _target_mask(x, y, pad_id)], axis=-1)
+        lm, trainable, non_trainable, x, training, backbone)
+    weights = jnp.stack([w.astype(jnp.float32), every], axis=-1)
     logps, hits = row_logps(head, head_values, head_trainable, hidden, y, weights, tiles)
     return logps, hits, extra, updated
 
 
-def _reference_logps(lm, trainable, non_trainable, x, y, w, tiles, pad_id):
-    """The reference's answer log-probabilities per row: the adapters off, no gradient."""
+def _reference_logps(lm, trainable, non_trainable, x, y, w, every, tiles):
+    """The reference's answer log-probabilities per row, no gradient: a full fine-tune's frozen
+    copy (runner/reference_model.py), or under LoRA the base with the adapters off."""
     import jax
 
     frozen = [jax.lax.stop_gradient(v) for v in trainable]
-    with adapters_off(lm.backbone):
-        logps, _, _, _ = _logps(lm, frozen, [jax.lax.stop_gradient(v) for v in non_trainable],
-                                x, y, w, tiles, False, pad_id)
+    frozen_rest = [jax.lax.stop_gradient(v) for v in non_trainable]
+    copy = reference_model.of(lm)
+    with adapters_off(lm.backbone) if copy is None else contextlib.nullcontext():
+        logps, _, _, _ = _logps(lm, frozen, frozen_rest, x, y, w, every, tiles, False, copy)
     return jax.lax.stop_gradient(logps[:, 0])
 
 
@@ -96,19 +101,19 @@ def loss_and_sums(lm, objective: Preference, trainable, non_trainable, x, y, w, 
     NLL is then a mean per micro-batch). Metric sums: each metric x pairs, and "pairs"."""
     import jax.numpy as jnp
 
-    logps, hits, extra, updated = _logps(lm, trainable, non_trainable, x, y, w, tiles,
-                                         training, pad_id)
+    every = _target_mask(x, y, pad_id)
+    logps, hits, extra, updated = _logps(lm, trainable, non_trainable, x, y, w, every, tiles,
+                                         training)
     tokens = jnp.sum(w.astype(jnp.float32), axis=1)  # answer tokens per row
     answer = logps[:, 0]
     chosen, rejected = answer[0::2], answer[1::2]
     reference = {}
     if objective.name == "dpo":
-        ref = _reference_logps(lm, trainable, non_trainable, x, y, w, tiles, pad_id)
+        ref = _reference_logps(lm, trainable, non_trainable, x, y, w, every, tiles)
         reference = {"ref_chosen_logps": ref[0::2], "ref_rejected_logps": ref[1::2]}
     nll = None
     if objective.name == "orpo":  # TRL: the mean over every real target token of the chosen
-        every = _target_mask(x, y, pad_id)[0::2]
-        nll = -jnp.sum(logps[0::2, 1]) / jnp.maximum(jnp.sum(every), 1.0)
+        nll = -jnp.sum(logps[0::2, 1]) / jnp.maximum(jnp.sum(every[0::2]), 1.0)
     loss, metrics = preference_loss(objective, chosen, rejected, tokens[0::2], tokens[1::2],
                                     chosen_nll=nll, **reference)
     pairs = chosen.shape[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+
 def _split(x, tiles: int):
     """(batch, length, ...) -> (tiles, batch, length / tiles, ...)."""
     b, t = x.shape[:2]
@@ -40,6 +41,18 @@ def _over_tiles(tile, carry, arrays, tiles: int):
         return tile(carry, arrays)
     carry, out = jax.lax.scan(tile, carry, tuple(_split(a, tiles) for a in arrays))
     return carry, None if out is None else _join(out)
+
+
+def _learned(logits_of, values, trainable):
+    """(the head's values that get gradients, the head as a function of them and the hidden
+    states): the frozen values stay constants of the function, so no gradient is taken for
+    them."""
+    def logits_for(learned, h):
+        merged, it = [], iter(learned)
+        for value, learns in zip(values, trainable):
+            merged.append(next(it) if learns else value)
+        return logits_of(merged, h)
+    return [v for v, learns in zip(values, trainable) if learns], logits_for
 
 
 def _stats(logits, labels, weights):
@@ -89,12 +102,7 @@ def token_sums(head, head_values, trainable, hidden, labels, weights, tiles: int
         def tile(carry, xs):
             h_t, y_t, w_t = xs
 
-            def logits_for(learned, h_t):  # the head as a function of what gets gradients
-                merged, it = [], iter(learned)
-                for value, learns in zip(values, trainable):
-                    merged.append(next(it) if learns else value)
-                return logits_of(merged, h_t)
-            learned = [v for v, learns in zip(values, trainable) if learns]
+            learned, logits_for = _learned(logits_of, values, trainable)
             logits, vjp = jax.vjp(logits_for, learned, h_t)
             loss_sum, count, correct, probs = _stats_and_softmax(logits, y_t, w_t)
             vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
@@ -164,12 +172,7 @@ def _head_backward(logits_of, values, trainable, h, labels, scale, tiles: int):
     def tile(grads, xs):
         h_t, y_t, s_t = xs
 
-        def logits_for(learned, h_):
-            merged, it = [], iter(learned)
-            for value, learns in zip(values, trainable):
-                merged.append(next(it) if learns else value)
-            return logits_of(merged, h_)
-        learned = [v for v, learns in zip(values, trainable) if learns]
+        learned, logits_for = _learned(logits_of, values, trainable)
         logits, vjp = jax.vjp(logits_for, learned, h_t)
         lse = _label_logp(logits, y_t)[2]
         d_learned, d_h_t = vjp(_dlogp_dlogits(logits, y_t, lse) * s_t[..., None])

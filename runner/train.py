@@ -41,6 +41,7 @@ from runner import (
     objective,
     optim,
     provenance,
+    reference_model,
 )
 from runner.callbacks import Checkpointer, Evaluator, StepLogger
 from runner.claims import Claim, claim_across_processes
@@ -277,12 +278,16 @@ def build(cfg, decided: Decided) -> Built:
         cfg.model) else f"loading the model ({cfg.model.preset})")
     causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
                                       preprocessor, cfg.train.remat, decided.described)
+    reference = []
+    if objective.needs_reference_copy(cfg.objective, cfg.lora):  # full fine-tuning DPO
+        _phase(decided.started, "copying the base as DPO's frozen reference model")
+        reference = reference_model.attach(causal_lm).variables
     optimizer = optim.build_optimizer(cfg.optimizer, stream.steps)
     objective.compile_for_training(causal_lm, optimizer, cfg.generate, cfg.train,
                                    decided.batch_axis_size, cfg.seed, cfg.objective,
                                    preprocessor.tokenizer.pad_token_id if preprocessor else 0)
     optimizer.build(causal_lm.trainable_variables)
-    variables = tuple(causal_lm.backbone.variables + optimizer.variables)
+    variables = tuple(causal_lm.backbone.variables + list(reference) + optimizer.variables)
     verify_placement(decided.plan, variables)
     return Built(causal_lm, preprocessor, stream, eval_stream, variables)
 

@@ -101,7 +101,7 @@ def test_merged_preset_equals_base_plus_adapter(translation_run):
 
 
 @pytest.mark.parametrize("overrides,words", [
-    (["lora.dropout=0.05"], ["lora.dropout=0.05", "no dropout"]),
+    (["lora.dropout=0.05", "quant=int8"], ["lora.dropout=0.05 with quant=int8", "no dropout"]),
     (["quant=int4"], ["quant=int4 under model parallelism", "mesh=data_parallel"]),
     (["quant=int8", "lora=none"], ["quant=int8 with lora.rank=0", "frozen"]),
     (["optimizer.schedule=constant", "optimizer.warmup_steps=10"], ["optimizer.warmup_steps"]),

@@ -66,3 +66,46 @@ def test_all_linear_adapts_every_dense_layer_of_the_blocks_and_not_the_head():
                if getattr(layer, "lora_enabled", False)}
     assert adapted == {"query", "key", "value", "attention_output", "ffw_gating",
                        "ffw_gating_2", "ffw_linear"}
+
+
+def test_lora_dropout_drops_the_branch_input_in_training_only_and_reruns_alike():
+    """PEFT's lora_dropout: base(x) + s * B(A(dropout(x))); the frozen path and inference are
+    untouched; the masks come from the layer's seed generator, seeded by the run's seed."""
+    import keras
+    import numpy as np
+    from keras import ops
+
+    from runner import model
+
+    def query_layer():
+        keras.utils.set_random_seed(3)
+        cfg = compose("lora.rank=4", "lora.targets=[query]", "lora.dropout=0.5")
+        causal_lm = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, "float32")
+        layer = causal_lm.backbone.get_layer("decoder_block_0").attention.query_dense
+        layer.lora_kernel_b.assign(np.ones(layer.lora_kernel_b.shape, "float32"))
+        return layer
+
+    layer = query_layer()
+    assert layer.lora_dropout_seed.state.path == \
+        "decoder_block_0/attention/query/lora_dropout/seed_generator_state"
+    x = np.random.default_rng(0).normal(size=(2, 5, 128)).astype("float32")
+    kernel, a, b = (ops.convert_to_numpy(v) for v in (layer._kernel, layer.lora_kernel_a,
+                                                      layer.lora_kernel_b))
+    scale = layer.lora_alpha / layer.lora_rank
+
+    def expected(inputs, branch_inputs):
+        return np.einsum("btd,ndh->btnh", inputs, kernel) + scale * np.einsum(
+            "btd,ndr,rh->btnh", branch_inputs, a, b)
+
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(x, training=False)), expected(x, x),
+                               atol=1e-5)
+    # the mask the layer draws next, drawn from a copy of its generator
+    copy = keras.random.SeedGenerator(0)
+    copy.state.assign(layer.lora_dropout_seed.state.value)
+    dropped = ops.convert_to_numpy(keras.random.dropout(x, 0.5, seed=copy))
+    assert 0.3 < np.mean(dropped == 0) < 0.7
+    trained = ops.convert_to_numpy(layer(x, training=True))
+    np.testing.assert_allclose(trained, expected(x, dropped), atol=1e-5)
+    assert not np.allclose(ops.convert_to_numpy(layer(x, training=True)), trained)  # moved on
+    # the same seed: the same masks, in the same order
+    assert np.array_equal(ops.convert_to_numpy(query_layer()(x, training=True)), trained)

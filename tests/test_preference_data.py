@@ -103,7 +103,6 @@ def test_a_record_that_cannot_teach_a_preference_is_named_before_weights(tmp_pat
 @pytest.mark.parametrize("overrides,words", [
     (["objective=sft"], ["dataset.format=preference", "objective=dpo, orpo or simpo"]),
     (["dataset.format=text"], ["objective=dpo trains on preference pairs"]),
-    (["lora=none"], ["objective=dpo with lora.rank=0"]),
     (["dataset.packing=true"], ["dataset.packing=true with objective=dpo"]),
     (["objective=orpo", "objective.label_smoothing=0.1"],
      ["objective.label_smoothing=0.1 is not used by objective=orpo"]),

@@ -1,6 +1,7 @@
 """A preference run end to end (experiment=dpo_tiny): DPO starts where the policy is the reference
 (loss log 2), learns the held-out preference, logs TRL's names to metrics.jsonl and W&B, and a
-preempted run resumes to identical metrics."""
+preempted run resumes to identical metrics; a full fine-tune measures against a frozen copy of
+its starting weights."""
 
 import math
 import signal
@@ -71,3 +72,52 @@ def test_a_preempted_dpo_run_resumes_to_identical_metrics(uninterrupted, workdir
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert cut.summary()["resumed_from_step"] == step
     assert cut.metrics() == uninterrupted.metrics()
+
+
+# Full fine-tuning DPO: the reference is a frozen copy of the starting weights
+# (runner/reference_model.py), rebuilt from them when a run resumes.
+FULL = ["experiment=dpo_tiny", "lora=none", "optimizer.learning_rate=1e-4", "train.steps=8",
+        "train.log_every=1", "train.eval_every=2", "train.checkpoint_every=2",
+        "generate.prompts=[]", "tracking.mode=disabled", "hydra.run.dir=full_ft"]
+
+
+def _implied_reference(record: dict, beta: float) -> float:
+    """The reference's mean summed log-probability of the chosen answers that an eval record
+    implies: rewards/chosen = beta x (policy's - reference's)."""
+    return record["eval_logps/chosen"] - record["eval_rewards/chosen"] / beta
+
+
+def test_a_full_fine_tune_measures_against_a_frozen_copy_of_its_start_even_after_a_resume(
+        workdir):
+    proc = _popen(FULL, workdir)
+    _signal_when_logged(proc, workdir / "full_ft", 3, [signal.SIGTERM])
+    assert proc.wait(timeout=120) == 143
+    resumed = run_cli(*FULL, cwd=workdir, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = RunDir(workdir / "full_ft")
+    summary = run.summary()
+    assert 3 <= summary["resumed_from_step"] < 8
+    records = run.metrics()
+    train = [r for r in records if "rewards/margins" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    # step 1: the policy is its starting weights, which the reference is a copy of
+    assert train[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert train[-1]["loss"] < 0.5  # the reference stayed behind as the policy moved
+    assert [r["step"] for r in evals] == [2, 4, 6, 8]
+    # the same held-out pairs every time: the reference they imply never moves, across the
+    # resume too (rebuilt from the preset, not from the checkpointed policy), while the
+    # policy's own log-probabilities do
+    implied = [_implied_reference(r, 0.1) for r in evals]
+    assert implied == pytest.approx([implied[0]] * 4, rel=1e-5, abs=1e-3)
+    assert abs(evals[-1]["eval_logps/chosen"] - evals[0]["eval_logps/chosen"]) > 1.0
+    # the plan: every weight again under reference/, sharded like the policy, not counted
+    # among the model's parameters
+    rows = [line.split("\t") for line in (run.path / "sharding.tsv").read_text().splitlines()]
+    rows = {r[0]: r for r in rows[1:]}
+    policy = {path: r for path, r in rows.items() if r[1] == "weight"}
+    copies = {path: r for path, r in rows.items() if r[1] == "reference"}
+    assert set(copies) == {f"reference/{path}" for path in policy}
+    assert all(copies[f"reference/{p}"][2:5] == r[2:5] for p, r in policy.items())
+    assert any(r[4] != "(None)" and "model" in r[4] for r in copies.values())  # split, not whole
+    assert summary["total_params"] == summary["trainable_params"] == sum(
+        math.prod(int(n) for n in r[2].split("x")) for r in policy.values())

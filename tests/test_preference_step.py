@@ -79,3 +79,24 @@ def test_micro_batches_keep_each_pair_whole():
         assert all(micro[i] % 2 == 0 and micro[i + 1] == micro[i] + 1
                    for i in range(0, len(micro), 2))
     assert sorted(batches.ravel().tolist()) == list(range(16))
+
+
+def test_a_full_fine_tunes_compiled_step_carries_one_frozen_copy_as_planned():
+    """objective=dpo lora=none: the compiled step's arguments are a full fine-tune's (as
+    SimPO's, which has no reference and the same metrics) plus the planned reference copy's
+    bytes per device, exactly."""
+    from conftest import compose
+    from runner.plan.assemble import make_plan
+    from runner.plan.compiled import compile_train_step
+
+    found = {}
+    for name in ("simpo", "dpo"):
+        cfg = compose("experiment=dpo_tiny", "lora=none", f"objective={name}",
+                      "train.batch_size=8", "train.sequence_length=64")
+        the_plan, _ = make_plan(cfg, 8)
+        found[name] = the_plan, compile_train_step(cfg, the_plan, 8)
+    plan, dpo = found["dpo"]
+    copy = [e for e in plan.entries if e.kind == "reference"]
+    assert len(copy) == len(plan.weights) and plan.weights[0].trainable
+    assert plan.total_params == found["simpo"][0].total_params
+    assert dpo.arguments - found["simpo"][1].arguments == sum(e.bytes_per_device for e in copy)

@@ -90,7 +90,7 @@ def _write_adapter(final: Path, source: Source, ports, base: str) -> Path:
     out = folders.staged(final)
     folders.write_json(out / "adapter_config.json", {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base,
-        "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
+        "lora_dropout": float(source.cfg.lora.dropout), "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
         "init_lora_weights": True, "use_rslora": False, "use_dora": False, **fields})
     folders.write_safetensors(out / "adapter_model.safetensors", tensors)
     return folders.publish(out, final)

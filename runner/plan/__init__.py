@@ -31,7 +31,7 @@ class Entry:
     path: str
     shape: tuple[int, ...]
     dtype: str
-    kind: str  # weight | lora | optimizer
+    kind: str  # weight | lora | optimizer | reference (full fine-tuning DPO's frozen copy)
     trainable: bool
     spec: tuple[Optional[str], ...]  # one mesh axis (or None) per dimension
     rule: str  # the rule that set the spec, "-" if none (replicated)
@@ -53,7 +53,8 @@ class Plan:
 
     @property
     def weights(self) -> list[Entry]:
-        return [e for e in self.entries if e.kind != "optimizer"]
+        """The model's own variables (not the optimizer's, not a frozen reference copy)."""
+        return [e for e in self.entries if e.kind not in ("optimizer", "reference")]
 
     @property
     def total_params(self) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from runner import layout, mesh, model, objective, optim
+from runner import layout, mesh, model, objective, optim, reference_model
 from runner.derived_layout import derive
 from runner.errors import UserError
 from runner.families import by_backbone
@@ -75,6 +75,8 @@ def make_plan(cfg, n_devices: int, described=None) -> tuple[Plan, list[layout.Ru
                               large_replicated_bytes=int(cfg.plan.large_replicated_mb * 2**20),
                               weight_axes=weight_axes,
                               micro_batches=int(cfg.train.gradient_accumulation_steps))
+    if objective.needs_reference_copy(cfg.objective, cfg.lora):  # full fine-tuning DPO
+        the_plan = reference_model.planned(the_plan)
     return dataclasses.replace(the_plan, dimensions=model.dimensions(backbone),
                                notes=notes + the_plan.notes), rules
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from runner import layout, model, objective, optim
+from runner import layout, model, objective, optim, reference_model
 from runner.errors import UserError
 from runner.plan import roofline
 from runner.plan.targets import accelerator
@@ -116,6 +116,9 @@ def _abstract_model(cfg, batch, described, batch_axis_size: int):
         backbone = model.abstract_backbone(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
                                            described)
         lm = model.causal_lm_class(described.family)(backbone=backbone, preprocessor=None)
+    if objective.needs_reference_copy(cfg.objective, cfg.lora):
+        with model.no_memory_scope():
+            reference_model.attach(lm, copy_values=False)
     optimizer = optim.build_optimizer(cfg.optimizer, cfg.train.steps or 1)
     objective.compile_for_training(lm, optimizer, cfg.generate, cfg.train, batch_axis_size,
                                    cfg.seed, cfg.objective)

@@ -1,0 +1,117 @@
+"""runner/nf4.py against bitsandbytes 0.50.2 (the QLoRA source's quantizer): quantize_4bit with
+quant_type="nf4", blocksize=64, compress_statistics=True, and dequantize_4bit.
+
+What is equal and what is bounded:
+- the 4-bit codes and their packing: equal, byte for byte;
+- dequantization from the same stored state: equal, bit for bit, in bfloat16 and float32;
+- the stored block maxima (double quantization): the runner takes the nearest of the 256 codes
+  for each centered maximum, as bitsandbytes' CUDA kernel and its PyTorch fallback do;
+  bitsandbytes' CPU kernel (a vectorised binary search, then a division where the others
+  multiply by the reciprocal) now and then takes the neighbour one code away when the value
+  lies within a rounding error of the midpoint. Where they differ the runner's code is the
+  nearer one and they are neighbours (under 1% of the blocks here); their float32 mean (the
+  offset) may differ in its last bits (XLA's summation order is not PyTorch's). The
+  dequantized values then differ by at most one step of the 8-bit code times the block's
+  scale, twice the offset's difference and two roundings; in the blocks whose stored
+  maximum is the same, by the last two only.
+"""
+
+import numpy as np
+import pytest
+
+from runner import nf4
+
+torch = pytest.importorskip("torch")
+functional = pytest.importorskip("bitsandbytes.functional")
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def _weight(shape, dtype: str, seed: int = 0):
+    values = np.random.default_rng(seed).normal(size=shape).astype(np.float32) * 0.02
+    return torch.tensor(values).to(DTYPES[dtype])
+
+
+def _theirs(weight):
+    packed, state = functional.quantize_4bit(weight, blocksize=64, quant_type="nf4",
+                                             compress_statistics=True)
+    return packed, state, functional.dequantize_4bit(packed, state, quant_type="nf4")
+
+
+def _ours(weight, dtype: str):
+    import jax.numpy as jnp
+
+    return nf4.quantize(jnp.asarray(weight.float().numpy()).astype(dtype))
+
+
+def test_the_codes_are_bitsandbytes_own():
+    assert list(nf4.NF4_CODE) == functional.get_4bit_type("nf4", device="cpu").tolist()
+    assert list(nf4.DYNAMIC_CODE) == functional.create_dynamic_map().tolist()
+    assert nf4.bits_per_value() == pytest.approx(4.127, abs=5e-4)
+
+
+# a 2-D weight (transformers' (out, in)); one whose maxima leave a partial block of 256
+@pytest.mark.parametrize("shape", [(256, 512), (384, 1000)])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_nf4_with_double_quantization_is_bitsandbytes(shape, dtype):
+    import jax.numpy as jnp
+
+    weight = _weight(shape, dtype)
+    packed, state, dequantized = _theirs(weight)
+    ours = _ours(weight, dtype)
+    # the 4-bit codes, two to a byte, the first in the high nibble
+    np.testing.assert_array_equal(np.asarray(ours.codes), packed.numpy().reshape(-1))
+    # dequantizing bitsandbytes' own stored state gives its values, bit for bit
+    theirs_stored = nf4.Quantized(
+        codes=jnp.asarray(packed.numpy().reshape(-1)),
+        absmax_codes=jnp.asarray(state.absmax.numpy()),
+        scale=jnp.asarray(state.state2.absmax.numpy()), offset=jnp.float32(state.offset.item()))
+    np.testing.assert_array_equal(
+        np.asarray(nf4.dequantize(theirs_stored, dtype).astype(jnp.float32)),
+        dequantized.float().numpy().reshape(-1))
+    # the stored maxima: the offset (a float32 mean: the order of its sum differs) within a
+    # few of its last bits, the scales equal, the 8-bit codes equal but for a few neighbours
+    # where ours is the nearer
+    offset = np.float32(state.offset.item())
+    moved = abs(np.float32(ours.offset) - offset)
+    assert moved <= 4 * np.spacing(offset)
+    np.testing.assert_allclose(np.asarray(ours.scale), state.state2.absmax.numpy(), rtol=1e-6)
+    mine, theirs = np.asarray(ours.absmax_codes).astype(int), state.absmax.numpy().astype(int)
+    differ = np.nonzero(mine != theirs)[0]
+    assert len(differ) <= 0.01 * len(mine)
+    assert np.all(np.abs(mine[differ] - theirs[differ]) == 1)
+    scale = state.state2.absmax.numpy()
+    target = (_unquantized_maxima(weight)[differ] - offset) / scale[differ // nf4.STATS_BLOCK]
+    code = np.asarray(nf4.DYNAMIC_CODE)
+    assert np.all(np.abs(code[mine[differ]] - target) <= np.abs(code[theirs[differ]] - target))
+    # so the dequantized values: where the block's stored maximum is the same, within twice
+    # the offset's difference (it moves the offset and, through the centered maxima, the
+    # scale; x the largest NF4 value, 1) and two roundings (the maximum's, the value's in
+    # the dtype); elsewhere also within one step of the 8-bit code x the block's scale
+    ours_values = np.asarray(nf4.dequantize(ours, dtype).astype(jnp.float32)).reshape(-1, 64)
+    their_values = dequantized.float().numpy().reshape(-1, 64)
+    cast = _last_bit(their_values, dtype)
+    same = np.ones(len(mine), bool)
+    same[differ] = False
+    gap = np.abs(ours_values - their_values)
+    assert np.all(gap[same] <= 2 * moved + 2 * cast[same])
+    step = np.abs(np.diff(code)).max() * scale.max()
+    assert np.all(gap <= step + 2 * moved + 2 * cast)
+
+
+def _last_bit(values: np.ndarray, dtype: str) -> np.ndarray:
+    """The value of the last mantissa bit of each value in `dtype` (bfloat16: 7 bits)."""
+    mantissa = 7 if dtype == "bfloat16" else 23
+    exponent = np.floor(np.log2(np.maximum(np.abs(values), np.finfo(np.float32).tiny)))
+    return (2.0 ** (exponent - mantissa)).astype(np.float32)
+
+
+def _unquantized_maxima(weight) -> np.ndarray:
+    return np.abs(weight.float().numpy().reshape(-1, 64)).max(axis=1)
+
+
+def test_a_size_that_does_not_divide_into_blocks_is_refused():
+    import jax.numpy as jnp
+
+    with pytest.raises(ValueError, match="do not divide into blocks of 64"):
+        nf4.quantize(jnp.ones((3, 40)))

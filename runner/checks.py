@@ -178,9 +178,10 @@ def _artifacts(cfg, process_count: int) -> None:
 def _export_preconditions(cfg, process_count: int) -> None:
     import importlib.util
 
-    if cfg.quant.mode != "none":
+    if cfg.quant.mode in ("int8", "int4"):
         raise UserError(f"train.export_hf=true with quant={cfg.quant.mode}: export needs the "
-                        "full-precision base; use quant=none or train.export_hf=false")
+                        "full-precision base (or NF4's, which transformers quantizes alike); use "
+                        "quant=none or nf4, or train.export_hf=false")
     if process_count > 1:
         raise UserError("train.export_hf=true is not supported in a multi-process run; export "
                         "afterwards with python -m runner.export RUN_DIR")

@@ -75,6 +75,13 @@ class QuantMode(StrEnum):
     none = "none"
     int8 = "int8"
     int4 = "int4"
+    nf4 = "nf4"  # QLoRA's NormalFloat4 (runner/nf4.py, runner/nf4_layers.py)
+
+
+class ComputeDtype(StrEnum):
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
 
 
 class DataFormat(StrEnum):
@@ -258,7 +265,17 @@ class ObjectiveConfig:
 @dataclass
 class QuantConfig:
     mode: QuantMode = key(QuantMode.none, ENUM,
-        help=("quantize the frozen base before LoRA: none, int8 or int4"))
+        help=("quantize the frozen base: none, int8 or int4 (Keras's), nf4 (bitsandbytes' "
+              "NormalFloat4, as QLoRA)"))
+    # nf4 only, named after transformers' BitsAndBytesConfig: bnb_4bit_quant_storage's block
+    # (quantize_4bit's blocksize), bnb_4bit_use_double_quant, bnb_4bit_compute_dtype
+    block_size: int = key(64, OneOf((32, 64, 128, 256, 512, 1024, 2048, 4096)),
+        help="nf4: values per absolute maximum (bitsandbytes' blocksize)")
+    double_quant: bool = key(True, Flag(),
+        help="nf4: store the blocks' maxima in 8 bits, 256 to a float32 scale (QLoRA's double "
+             "quantization)")
+    compute_dtype: ComputeDtype = key(ComputeDtype.bfloat16, ENUM,
+        help="nf4: the dtype the base is dequantized to and its matmuls run in")
 
 
 @dataclass

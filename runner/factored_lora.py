@@ -23,7 +23,7 @@ def factor(layers) -> list:
     quantized call (which computes LoRA factored itself)."""
     changed = []
     for layer in layers:
-        cls = _factored_class(type(layer))
+        cls = factored_class(type(layer))
         if cls is not None and getattr(layer, "lora_enabled", False) and _factorable(layer):
             layer.__class__ = cls
             if getattr(layer, "quantization_mode", None) is None:
@@ -62,34 +62,51 @@ def _factorable(layer) -> bool:
 
 
 @functools.cache
-def _factored_class(cls):
+def factored_class(cls):
+    """`cls` (Dense or EinsumDense) computing LoRA factored; None for other classes."""
     import keras
 
-    if issubclass(cls, keras.layers.EinsumDense):
-        def product(layer, inputs, kernel):
-            return keras.ops.einsum(layer.equation, inputs, kernel)
-    elif issubclass(cls, keras.layers.Dense):
-        def product(layer, inputs, kernel):
-            return keras.ops.matmul(inputs, kernel)
-    else:
+    if not issubclass(cls, (keras.layers.EinsumDense, keras.layers.Dense)):
         return None
 
     def call(self, inputs, training=None):
         if not self.lora_enabled:
             return cls.call(self, inputs, training=training)
-        x = product(self, inputs, self._kernel)
-        branch = inputs  # PEFT: lora_B(lora_A(dropout(x))), the frozen path untouched
-        rate = getattr(self, "lora_dropout", 0.0)
-        if training and rate:
-            branch = keras.random.dropout(inputs, rate, seed=self.lora_dropout_seed)
-        update = keras.ops.matmul(product(self, branch, self.lora_kernel_a),
-                                  self.lora_kernel_b)
-        x = keras.ops.add(x, (self.lora_alpha / self.lora_rank) * update)
-        if self.bias is not None:
-            x = keras.ops.add(x, self.bias)
-        if self.activation is not None:
-            x = self.activation(x)
-        return x
+        return own_call(self, inputs, training)
+
+    def frozen_product(self, inputs):  # runner/nf4_layers.py: over the NF4 base dequantized
+        return product(self, inputs, self._kernel)
+
     # the same registered name, so a saved config reads back as Keras's own class
-    return type(cls.__name__, (cls,), {"call": call, "__module__": cls.__module__,
+    return type(cls.__name__, (cls,), {"call": call, "frozen_product": frozen_product,
+                                       "__module__": cls.__module__,
                                        "__qualname__": cls.__qualname__})
+
+
+def product(layer, inputs, kernel):
+    """The layer's own contraction of `inputs` with `kernel` (its kernel, or LoRA's A)."""
+    import keras
+
+    if isinstance(layer, keras.layers.EinsumDense):
+        return keras.ops.einsum(layer.equation, inputs, kernel)
+    return keras.ops.matmul(inputs, kernel)
+
+
+def own_call(layer, inputs, training):
+    """The frozen path (layer.frozen_product), LoRA's branch when enabled, bias, activation."""
+    import keras
+
+    x = layer.frozen_product(inputs)
+    if layer.lora_enabled:
+        branch = inputs  # PEFT: lora_B(lora_A(dropout(x))), the frozen path untouched
+        rate = getattr(layer, "lora_dropout", 0.0)
+        if training and rate:
+            branch = keras.random.dropout(inputs, rate, seed=layer.lora_dropout_seed)
+        update = keras.ops.matmul(product(layer, branch, layer.lora_kernel_a),
+                                  layer.lora_kernel_b)
+        x = keras.ops.add(x, (layer.lora_alpha / layer.lora_rank) * update)
+    if layer.bias is not None:
+        x = keras.ops.add(x, layer.bias)
+    if layer.activation is not None:
+        x = layer.activation(x)
+    return x

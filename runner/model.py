@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
+from runner import nf4_layers
 from runner.backbones import (backbone_class, causal_lm_class, dtype_policy, no_memory_scope,
                               stable_names)
 from runner.errors import UserError
@@ -115,10 +116,12 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
 
 
 def _quantize(backbone, quant_cfg) -> None:
+    """Keras's own int8 and int4 (before LoRA: Keras adds LoRA to its quantized layers); nf4
+    comes after LoRA (runner/nf4_layers.py)."""
     import warnings
 
     mode = quant_cfg.mode if quant_cfg is not None else "none"  # None: not quantized
-    if mode != "none":
+    if mode in ("int8", "int4"):
         with warnings.catch_warnings():  # "RMSNormalization has no quantize method": expected
             warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
             backbone.quantize(mode)
@@ -136,9 +139,12 @@ def remat_scope(remat, described):
     return block_scope([f"{stem}{i}" for i in range(described.numbers.get("num_layers", 0))])
 
 
-def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision, described=None):
+def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision, described=None,
+                      nf4: bool = True):
     """The backbone with shapes, paths, quantized and LoRA variables but no memory behind them,
     built from the preset's numbers (runner.presets.describe: no weights are read).
+    nf4=False: a quant=nf4 backbone with its float kernels still (the plan lays them out
+    first, then maps their specs onto the NF4 variables: runner/plan/nf4_plan.py).
 
     keras.StatelessScope(initialize_variables=False) keeps initializers from running, so a 27B
     architecture costs seconds and no weight memory.
@@ -150,7 +156,14 @@ def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision, described=None)
         correct(backbone)
         _quantize(backbone, quant_cfg)
         apply_lora(backbone, lora_cfg)
+        if nf4 and is_nf4(quant_cfg):
+            nf4_layers.quantize(backbone, quant_cfg, abstract=True)
     return backbone
+
+
+def is_nf4(quant_cfg) -> bool:
+    return quant_cfg is not None and str(quant_cfg.mode) == "nf4"
+
 
 
 def dimensions(backbone):
@@ -234,6 +247,8 @@ def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None
         correct(causal_lm.backbone)
         _quantize(causal_lm.backbone, quant_cfg)
         apply_lora(causal_lm.backbone, lora_cfg)
+        if is_nf4(quant_cfg):
+            nf4_layers.quantize(causal_lm.backbone, quant_cfg)
     return causal_lm
 
 

@@ -23,6 +23,7 @@ bounds what that does to the values.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 BLOCK = 64  # values per absolute maximum: bitsandbytes' default, the QLoRA paper's
@@ -165,21 +166,27 @@ def quantize(values, block: int = BLOCK, double: bool = True) -> Quantized:
 
 
 def block_maxima(q: Quantized):
-    """The blocks' absolute maxima, float32, as dequantization uses them."""
+    """The blocks' absolute maxima, float32, as dequantization uses them, in the shape they are
+    stored in (the scale of maximum i, counted in row-major order, is scale[i // 256])."""
+    import jax
     import jax.numpy as jnp
 
     if q.absmax_codes is None:
         return q.absmax
-    n = q.absmax_codes.shape[0]
+    shape = q.absmax_codes.shape
+    index = sum(jax.lax.broadcasted_iota(jnp.int32, shape, axis) * math.prod(shape[axis + 1:])
+                for axis in range(len(shape)))
     centered = jnp.asarray(DYNAMIC_CODE, jnp.float32)[q.absmax_codes]
-    scale = jnp.repeat(q.scale, STATS_BLOCK)[:n]
-    return centered * scale + q.offset
+    return centered * q.scale[index // STATS_BLOCK] + q.offset
 
 
 def dequantize(q: Quantized, dtype="bfloat16", block: int = BLOCK):
-    """The weight's values (n,) in `dtype`, as bitsandbytes' dequantize_4bit gives them."""
+    """The weight's values in `dtype`, as bitsandbytes' dequantize_4bit gives them: (n,) from
+    codes (n / 2,), or (rows, columns) from codes (rows, columns / 2) and maxima
+    (rows, columns / block)."""
     import jax.numpy as jnp
 
-    codes = jnp.stack([q.codes >> 4, q.codes & 0xF], axis=-1).reshape(-1)
-    values = jnp.asarray(NF4_CODE, jnp.float32)[codes].reshape(-1, block)
-    return (values * block_maxima(q)[:, None]).reshape(-1).astype(dtype)
+    codes = jnp.stack([q.codes >> 4, q.codes & 0xF], axis=-1)
+    codes = codes.reshape(*q.codes.shape[:-1], -1, block)  # (..., blocks, block)
+    values = jnp.asarray(NF4_CODE, jnp.float32)[codes] * block_maxima(q)[..., None]
+    return values.reshape(*q.codes.shape[:-1], -1).astype(dtype)

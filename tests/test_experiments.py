@@ -51,11 +51,15 @@ def test_experiment_runs_in_smoke_form(name, workdir):
 
 
 def _check_qlora_recipe(run_dir, resolved):
-    assert resolved["quant"]["mode"] == "int8"
-    assert resolved["lora"] == {"rank": 16, "alpha": 16.0, "dropout": 0.0,
+    assert resolved["quant"] == {"mode": "nf4", "block_size": 64, "double_quant": True,
+                                 "compute_dtype": "bfloat16"}
+    assert resolved["lora"] == {"rank": 16, "alpha": 16.0, "dropout": 0.05,
                                 "targets": ["query", "key", "value", "attention_output"]}
     tsv = (run_dir / "sharding.tsv").read_text()
-    assert "decoder_block_0/attention/key/kernel\tweight\t8x128x16\tint8" in tsv
+    # the key kernel (8 x 128 x 16) as NF4: 128 outputs x 128 inputs, two codes a byte
+    assert "decoder_block_0/attention/key/nf4_codes\tweight\t128x64\tuint8" in tsv
+    assert "decoder_block_0/attention/key/kernel" not in tsv
+    assert "decoder_block_0/attention/key/lora_dropout/seed_generator_state" in tsv
     assert "decoder_block_0/attention/attention_output/lora_kernel_a" in tsv
     assert "ffw_linear/lora_kernel" not in tsv  # only the chosen targets
 

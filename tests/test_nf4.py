@@ -115,3 +115,68 @@ def test_a_size_that_does_not_divide_into_blocks_is_refused():
 
     with pytest.raises(ValueError, match="do not divide into blocks of 64"):
         nf4.quantize(jnp.ones((3, 40)))
+
+
+def test_every_nf4_layer_stores_its_transformers_weight_as_bitsandbytes_does():
+    """quant=nf4 on the tiny Gemma in bfloat16 (as transformers loads the QLoRA base): each
+    linear layer's stored codes are bitsandbytes' codes of the transformers weight that layer
+    exports to (the converter's own map), byte for byte: the blocks run along the same inputs
+    of the same outputs; its dequantized kernel, read back through the same map, is
+    bitsandbytes' dequantized weight within the double quantization's bound."""
+    import jax.numpy as jnp
+
+    from conftest import compose
+    from runner import model, nf4_layers
+    from runner.export.hf_config import hf_config
+    from runner.hf.ports import converter_ports
+    from runner.presets import describe
+
+    cfg = compose("quant=nf4", "lora.rank=4", "train.precision=bfloat16")
+    described = describe(cfg.model)
+    plain = model.build_causal_lm(cfg.model, None, None, "bfloat16", described=described)
+    quantized = model.build_causal_lm(cfg.model, cfg.lora, cfg.quant, "bfloat16",
+                                      described=described)
+    ports = {p.path: p for p in converter_ports(
+        described.family, described.numbers, hf_config(described.family, plain.backbone))}
+    kernels = {v.path: v for v in plain.backbone.variables}
+    assert nf4_layers.quantizable_layers(quantized.backbone) == []  # none left in float
+    checked = 0
+    for layer in [lay for lay in quantized.backbone._flatten_layers() if hasattr(lay, "nf4")]:
+        port = ports[f"{layer.path}/kernel"]
+        weight = port.to_hf(np.asarray(kernels[port.path].value.astype(jnp.float32)))
+        packed, state, dequantized = _theirs(torch.tensor(weight).to(torch.bfloat16))
+        np.testing.assert_array_equal(np.asarray(layer.nf4_codes.value).reshape(-1),
+                                      packed.numpy().reshape(-1))
+        ours = port.to_hf(np.asarray(nf4_layers.dequantized_kernel(layer).astype(jnp.float32)))
+        bound = (np.abs(np.diff(nf4.DYNAMIC_CODE)).max() * state.state2.absmax.numpy().max()
+                 + 2 * _last_bit(np.abs(weight), "bfloat16"))
+        assert np.all(np.abs(ours - dequantized.float().numpy()) <= bound)
+        checked += 1
+    assert checked == 4 * 7  # query, key, value, output, two gates and the down projection
+
+
+def test_the_plan_stores_nf4_split_like_its_kernels_and_names_what_cannot_be():
+    """On the 2 x 4 mesh: the codes split as their float kernels (heads over the model axis),
+    about 4.13 bits per parameter; a block size the inputs do not divide into, and NF4 without
+    LoRA, are one line each."""
+    from conftest import compose
+    from runner import checks
+    from runner.plan.assemble import make_plan
+
+    the_plan, _ = make_plan(compose("quant=nf4"), 8)
+    assert the_plan.problems == []
+    entries = {e.path: e for e in the_plan.entries}
+    assert "decoder_block_0/attention/query/kernel" not in entries
+    codes = entries["decoder_block_0/attention/query/nf4_codes"]  # (heads x head_dim, hidden/2)
+    assert codes.shape == (128, 64) and codes.spec == ("model", "batch")
+    assert entries["decoder_block_0/ffw_linear/nf4_codes"].spec == ("batch", "model")
+    assert entries["decoder_block_0/attention/query/nf4_scale"].spec == (None,)
+    assert any("4.128 bits" in note for note in the_plan.notes)  # 4.127 + the last scale's
+    rules = {r.pattern: r.axes for r in the_plan.placement_rules()}  # the float kernel loads
+    assert rules["decoder_block_0/attention/query/kernel"] == ("model", "batch", None)
+
+    blocks, _ = make_plan(compose("quant=nf4", "quant.block_size=256"), 8)
+    assert any("128 inputs per output, which do not divide into quant.block_size=256" in p
+               for p in blocks.problems), blocks.problems
+    no_lora = checks.run_checks(compose("quant=nf4", "lora=none"), 8).problems
+    assert any("quant=nf4 with lora.rank=0" in p for p in no_lora), no_lora

@@ -67,9 +67,10 @@ def adapter(backbone, port_list: list[Port]) -> tuple[dict, dict]:
     found = {}
     for layer in backbone._flatten_layers(include_self=False):
         if getattr(layer, "lora_enabled", False):
-            port = by_path[layer._kernel.path]
+            kernel = f"{layer.path}/kernel"  # an NF4 layer's too (it stores no float kernel)
+            port = by_path[kernel]
             if port.keras_positions is not None:  # a kernel stacked from several tensors
-                raise UserError(f"{layer._kernel.path} holds several Hugging Face tensors; a "
+                raise UserError(f"{kernel} holds several Hugging Face tensors; a "
                                 "LoRA adapter on it has no PEFT form: leave it out of "
                                 "lora.targets")
             module = port.hf_key[: -len(".weight")]

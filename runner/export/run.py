@@ -33,17 +33,20 @@ def _finished_run(folder: RunDir):
     if status != "finished":
         raise UserError(f"{folder.path} is a run that did not finish (status {status}); "
                         "finish it (run the same command again to resume) before exporting")
-    if cfg.quant.mode != "none":
-        raise UserError(f"{folder.path} trained on a quantized base (quant={cfg.quant.mode}); "
-                        "export needs the full-precision base: train with quant=none")
+    if cfg.quant.mode in ("int8", "int4"):
+        raise UserError(f"{folder.path} trained on Keras's {cfg.quant.mode} base; export needs "
+                        "the full-precision base (or NF4's, which transformers quantizes alike): "
+                        "train with quant=none or quant=nf4")
     return cfg
 
 
 def load_source(folder: RunDir) -> Source:
-    """The run's base with its trained weights, on this host (no distribution)."""
+    """The run's base with its trained weights, on this host (no distribution); an NF4 base
+    quantized again from the preset, as the run quantized it."""
     cfg = _finished_run(folder)
     described = describe(cfg.model)
-    lm = model.build_causal_lm(cfg.model, cfg.lora, None, "float32", described=described)
+    quant = cfg.quant if model.is_nf4(cfg.quant) else None
+    lm = model.build_causal_lm(cfg.model, cfg.lora, quant, "float32", described=described)
     if cfg.lora.rank > 0:
         adapters.load(lm, folder)
         return Source(cfg, described, lm)
@@ -58,6 +61,16 @@ def load_source(folder: RunDir) -> Source:
         if variable.path in values:
             variable.assign(values[variable.path])
     return Source(cfg, described, lm)
+
+
+def _unquantized(source: Source):
+    """The backbone whose weights the adapter applies to: the run's own, or for an NF4 run the
+    preset's full-precision one (transformers quantizes it again as the run did; the NF4 codes
+    cannot give the original values back)."""
+    if not model.is_nf4(source.cfg.quant):
+        return source.causal_lm.backbone
+    return model.build_causal_lm(source.cfg.model, None, None, "float32",
+                                 described=source.described).backbone
 
 
 def _hf_config(source: Source) -> dict:
@@ -108,7 +121,9 @@ def write(folder: RunDir, source: Source) -> dict:
     config = _hf_config(source)
     ports = converter_ports(source.described.family, source.described.numbers, config)
     backbone = source.causal_lm.backbone
-    log.info("writing %s (the trained model, LoRA merged in)", root / EXPORT_MERGED)
+    log.info("writing %s (the trained model, LoRA merged in%s)", root / EXPORT_MERGED,
+             " to the NF4 base dequantized, as PEFT's merge_and_unload" if model.is_nf4(
+                 source.cfg.quant) else "")
     written = {"merged": _write_model(root / EXPORT_MERGED, source, config,
                                       weights.state_dict(backbone, ports))}
     if source.cfg.lora.rank > 0:
@@ -116,7 +131,7 @@ def write(folder: RunDir, source: Source) -> dict:
             base = source.described.location
         else:
             log.info("writing %s (the base the adapter applies to)", root / EXPORT_BASE)
-            base_tensors = weights.state_dict(backbone, ports, merged=False)
+            base_tensors = weights.state_dict(_unquantized(source), ports, merged=False)
             base = str(_write_model(root / EXPORT_BASE, source, config, base_tensors))
             written["base"] = base
         log.info("writing %s (the LoRA adapter, PEFT's format)", root / EXPORT_ADAPTER)

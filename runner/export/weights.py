@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from runner import nf4_layers
 from runner.hf.ports import Port
 
 
 def values(backbone, merged: bool = True) -> dict:
     """Every weight by path; merged: LoRA added in (an adapted layer's `kernel` is the kernel
-    plus scale A B), else the untouched base."""
+    plus scale A B), else the untouched base; an NF4 layer's kernel is its dequantized one."""
     values = {v.path: v for v in backbone.variables}
     for layer in backbone._flatten_layers(include_self=False):
-        if merged and getattr(layer, "lora_enabled", False):
+        if getattr(layer, "nf4", None) is not None:  # runner/nf4_layers.py: no float kernel
+            values[f"{layer.path}/kernel"] = layer.kernel if merged else \
+                nf4_layers.dequantized_kernel(layer)
+        elif merged and getattr(layer, "lora_enabled", False):
             values[layer._kernel.path] = layer.kernel
     return {path: np.asarray(value, dtype=np.float32) for path, value in values.items()}
 

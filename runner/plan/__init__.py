@@ -36,6 +36,13 @@ class Entry:
     spec: tuple[Optional[str], ...]  # one mesh axis (or None) per dimension
     rule: str  # the rule that set the spec, "-" if none (replicated)
     bytes_per_device: int
+    # the model parameters it stores, where that is not its element count (quant=nf4: the
+    # codes hold a kernel's parameters two to a byte, its block statistics none)
+    params: Optional[int] = None
+
+    @property
+    def parameters(self) -> int:
+        return math.prod(self.shape) if self.params is None else self.params
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,9 @@ class Plan:
     # Variables left whole on every device at plan.large_replicated_mb or more: the run goes
     # ahead, but the memory is likely not what the user meant (an 8B Llama's 2 GB LM head).
     warnings: list[str] = dataclasses.field(default_factory=list)
+    # Where variables that exist only while the model loads are placed (quant=nf4: the float
+    # kernels the NF4 ones are made from, split as the plan splits those)
+    load_rules: list = dataclasses.field(default_factory=list)
 
     @property
     def weights(self) -> list[Entry]:
@@ -58,18 +68,19 @@ class Plan:
 
     @property
     def total_params(self) -> int:
-        return sum(math.prod(e.shape) for e in self.weights)
+        return sum(e.parameters for e in self.weights)
 
     @property
     def trainable_params(self) -> int:
-        return sum(math.prod(e.shape) for e in self.weights if e.trainable)
+        return sum(e.parameters for e in self.weights if e.trainable)
 
     def placement_rules(self) -> list[Rule]:
         """The plan's specs as exact-path rules for keras' LayoutMap, where an exact key wins
         over every pattern: variables are placed as planned by construction. Whole variables
         need no entry (keras replicates what no rule matches)."""
         return [Rule(name=e.rule, pattern=e.path, axes=e.spec, origin="plan")
-                for e in self.entries if e.kind != "optimizer" and any(e.spec)]
+                for e in self.entries if e.kind != "optimizer" and any(e.spec)] + \
+            list(self.load_rules)
 
     def check(self) -> None:
         """Raise UserError naming the first problem (and how many more there are)."""

@@ -8,10 +8,12 @@ import dataclasses
 
 from runner import layout, mesh, model, objective, optim, reference_model
 from runner.derived_layout import derive
+from runner.backbones import stable_names
 from runner.errors import UserError
 from runner.families import by_backbone
 from runner.plan import Plan, plan_variables
 from runner.plan import memory as mem
+from runner.plan import nf4_plan
 
 
 def abstract_optimizer_variables(optimizer_cfg, trainable_variables):
@@ -65,7 +67,7 @@ def make_plan(cfg, n_devices: int, described=None) -> tuple[Plan, list[layout.Ru
     Place variables with `the_plan.placement_rules()`: the plan's own specs, exactly."""
     axis_sizes = mesh.axis_sizes(cfg.mesh, n_devices)
     backbone = model.abstract_backbone(cfg.model, cfg.lora, cfg.quant, cfg.train.precision,
-                                       described)
+                                       described, nf4=False)
     rules, notes = configured_rules(cfg.layout, cfg.mesh, backbone, axis_sizes)
     opt_vars = abstract_optimizer_variables(cfg.optimizer, backbone.trainable_variables)
     weight_axes = [a for a, n in axis_sizes.items() if n > 1 and (
@@ -75,6 +77,9 @@ def make_plan(cfg, n_devices: int, described=None) -> tuple[Plan, list[layout.Ru
                               large_replicated_bytes=int(cfg.plan.large_replicated_mb * 2**20),
                               weight_axes=weight_axes,
                               micro_batches=int(cfg.train.gradient_accumulation_steps))
+    if model.is_nf4(cfg.quant):  # the NF4 variables, split as their float kernels
+        with model.no_memory_scope(), stable_names():
+            the_plan = nf4_plan.planned(the_plan, backbone, cfg.quant, axis_sizes)
     if objective.needs_reference_copy(cfg.objective, cfg.lora):  # full fine-tuning DPO
         the_plan = reference_model.planned(the_plan)
     return dataclasses.replace(the_plan, dimensions=model.dimensions(backbone),

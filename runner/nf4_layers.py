@@ -1,0 +1,212 @@
+"""quant=nf4: the frozen base's linear layers stored as NF4 (runner/nf4.py) and dequantized
+inside the step, as bitsandbytes' Linear4bit does under QLoRA.
+
+Which layers: every Dense and EinsumDense of the blocks (as transformers quantizes every
+nn.Linear but the output layer); the token embedding stays in the model's dtype.
+
+Which values share a block: bitsandbytes quantizes a transformers weight (out_features,
+in_features) flattened row by row, so a block is 64 consecutive inputs of one output unit. A
+Keras kernel holds the same numbers in another order ((in, out) for Dense; for EinsumDense the
+equation's axes, e.g. Gemma's query (heads, hidden, head_dim)). Each kernel is read as that
+2-D view, (the kernel's output axes, in kernel order) x (its contracted axes, in kernel
+order), which is the transformers weight for every family the runner converts: the blocks, and
+so every stored value, are bitsandbytes' for the same weights.
+
+What is stored, per layer (under its path, beside LoRA's variables):
+    nf4_codes         uint8 (out, in / 2)   two 4-bit codes a byte, the first in the high nibble
+    nf4_absmax_codes  uint8 (out, in / block)   the blocks' maxima in 8 bits (double_quant)
+                      or nf4_absmax float32 (out, in / block) without double quantization
+    nf4_scale         float32 (ceil(out x in / block / 256),)   one per 256 maxima, replicated
+    nf4_offset        float32 ()   the maxima's mean, replicated
+The codes and maxima keep the 2-D view's rows and columns, so they split over the mesh as the
+kernel's output and contracted axes do (runner.plan.nf4_plan maps the specs).
+
+The step dequantizes each kernel when its layer runs (XLA fuses the lookups into the matmul's
+operand) into quant.compute_dtype; the layer's input is cast to it and the product cast back to
+the layer's dtype, as Linear4bit casts to bnb_4bit_compute_dtype and back.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from runner import nf4
+from runner.factored_lora import factored_class, own_call, product
+from runner.plan import layer_pattern
+
+VARIABLES = ("nf4_codes", "nf4_absmax_codes", "nf4_absmax", "nf4_scale", "nf4_offset")
+
+
+@dataclass(frozen=True)
+class View:
+    """How a kernel reads as a transformers weight: `order` the kernel axes, output axes first;
+    `outputs` how many of them are output axes."""
+    order: tuple
+    outputs: int
+
+    def rows_and_columns(self, shape) -> tuple[int, int]:
+        dims = [shape[i] for i in self.order]
+        return math.prod(dims[:self.outputs]), math.prod(dims[self.outputs:])
+
+
+def view(layer) -> View:
+    """The kernel's 2-D reading (see the module's docstring)."""
+    equation = getattr(layer, "equation", None)
+    if equation is None:  # Dense: (in, out)
+        return View(order=(1, 0), outputs=1)
+    inputs, output = equation.replace(" ", "").split("->")
+    first, kernel = inputs.split(",")
+    outs = [i for i, a in enumerate(kernel) if a in output]
+    contracted = [i for i, a in enumerate(kernel) if a in first and a not in output]
+    if len(outs) + len(contracted) != len(kernel):  # an axis neither summed nor kept
+        raise ValueError(f"{layer.path}: equation {equation} has a kernel axis NF4 cannot "
+                         "read as inputs or outputs")
+    return View(order=tuple(outs + contracted), outputs=len(outs))
+
+
+def quantizable_layers(backbone) -> list:
+    """The layers quant=nf4 stores as NF4: every Dense and EinsumDense (not the embedding)."""
+    import keras
+
+    return [layer for layer in backbone._flatten_layers(include_self=False)
+            if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
+            and getattr(layer, "_kernel", None) is not None]
+
+
+def problems(backbone, block: int) -> list[str]:
+    """What keeps this backbone's layers from NF4 at `block`: one line per layer pattern."""
+    found = {}
+    for layer in quantizable_layers(backbone):
+        try:
+            rows, columns = view(layer).rows_and_columns(layer._kernel.shape)
+        except ValueError as exc:
+            found.setdefault(layer_pattern(layer.path), str(exc))
+            continue
+        if columns % block:
+            found.setdefault(layer_pattern(f"{layer.path}/kernel"), (
+                f"quant=nf4: {layer_pattern(layer.path + '/kernel')} has {columns} inputs per "
+                f"output, which do not divide into quant.block_size={block}; use a block size "
+                f"that divides {columns} (32 at the least), or quant=int8"))
+    return list(found.values())
+
+
+def quantize(backbone, quant_cfg, abstract: bool = False) -> list:
+    """Store every quantizable layer of `backbone` as NF4 (its float kernel dropped) and make it
+    dequantize in its call; returns the layers. Call after LoRA is enabled (enable_lora reads
+    the float kernel's shape) and inside the distribution's scope. `abstract`: the plan's model
+    under a no-memory scope: the variables get their shapes, nothing is computed."""
+    layers = quantizable_layers(backbone)
+    for layer in layers:
+        _quantize_layer(layer, int(quant_cfg.block_size), bool(quant_cfg.double_quant),
+                        str(quant_cfg.compute_dtype), abstract)
+    return layers
+
+
+def _stored(kernel, layer_view: View, block: int, double: bool) -> dict:
+    """The NF4 variables' values for a float kernel."""
+    import jax.numpy as jnp
+
+    rows, columns = layer_view.rows_and_columns(kernel.shape)
+    weight = jnp.transpose(kernel, layer_view.order).reshape(rows, columns)
+    q = nf4.quantize(weight, block, double)
+    values = {"nf4_codes": q.codes.reshape(rows, columns // 2)}
+    if double:
+        values.update(nf4_absmax_codes=q.absmax_codes.reshape(rows, columns // block),
+                      nf4_scale=q.scale, nf4_offset=q.offset)
+    else:
+        values["nf4_absmax"] = q.absmax.reshape(rows, columns // block)
+    return values
+
+
+def _shapes(kernel_shape, layer_view: View, block: int, double: bool) -> dict:
+    rows, columns = layer_view.rows_and_columns(kernel_shape)
+    maxima = rows * columns // block
+    shapes = {"nf4_codes": ((rows, columns // 2), "uint8")}
+    if double:
+        shapes.update(nf4_absmax_codes=((rows, columns // block), "uint8"),
+                      nf4_scale=((-(-maxima // nf4.STATS_BLOCK),), "float32"),
+                      nf4_offset=((), "float32"))
+    else:
+        shapes["nf4_absmax"] = ((rows, columns // block), "float32")
+    return shapes
+
+
+def _quantize_layer(layer, block: int, double: bool, compute_dtype: str, abstract: bool):
+    layer_view = view(layer)
+    shape = tuple(layer._kernel.shape)
+    values = None if abstract else _stored(layer._kernel.value, layer_view, block, double)
+    layer._tracker.unlock()
+    del layer._kernel  # Keras untracks it; its memory goes with the last reference
+    for name, (var_shape, dtype) in _shapes(shape, layer_view, block, double).items():
+        initializer = "zeros" if values is None else _constant(values[name])
+        setattr(layer, name, layer.add_weight(name=name, shape=var_shape, dtype=dtype,
+                                              initializer=initializer, trainable=False,
+                                              autocast=False))
+    layer._tracker.lock()
+    layer.nf4 = _Layout(shape, layer_view, block, double, compute_dtype)
+    layer.__class__ = nf4_class(type(layer))
+
+
+def _constant(value):
+    def initializer(shape, dtype=None):
+        return value
+    return initializer
+
+
+@dataclass(frozen=True)
+class _Layout:
+    kernel_shape: tuple
+    view: View
+    block: int
+    double: bool
+    compute_dtype: str
+
+
+def dequantized_kernel(layer):
+    """The layer's kernel, in its own shape, dequantized to quant.compute_dtype."""
+    import jax.numpy as jnp
+
+    layout = layer.nf4
+    codes = jnp.asarray(layer.nf4_codes.value)
+    if layout.double:
+        q = nf4.Quantized(codes=codes, absmax_codes=jnp.asarray(layer.nf4_absmax_codes.value),
+                          scale=jnp.asarray(layer.nf4_scale.value),
+                          offset=jnp.asarray(layer.nf4_offset.value))
+    else:
+        q = nf4.Quantized(codes=codes, absmax=jnp.asarray(layer.nf4_absmax.value))
+    values = nf4.dequantize(q, layout.compute_dtype, layout.block)  # (rows, columns)
+    order = layout.view.order
+    permuted = values.reshape([layout.kernel_shape[i] for i in order])
+    return jnp.transpose(permuted, tuple(order.index(i) for i in range(len(order))))
+
+
+@functools.cache
+def nf4_class(cls):
+    """`cls` (a Dense or EinsumDense, LoRA factored or not) over an NF4 kernel."""
+    import keras
+
+    base = cls if getattr(cls, "frozen_product", None) else factored_class(cls)
+
+    def frozen_product(self, inputs):
+        dtype = inputs.dtype
+        cast = keras.ops.cast(inputs, self.nf4.compute_dtype)
+        return keras.ops.cast(product(self, cast, dequantized_kernel(self)), dtype)
+
+    def call(self, inputs, training=None):
+        return own_call(self, inputs, training)
+
+    def kernel(self):
+        """The dequantized kernel (with LoRA merged in when enabled, as Keras's property)."""
+        merged = dequantized_kernel(self)
+        if self.lora_enabled:
+            update = keras.ops.matmul(self.lora_kernel_a, self.lora_kernel_b)
+            merged = merged + keras.ops.cast((self.lora_alpha / self.lora_rank) * update,
+                                             merged.dtype)
+        return merged
+
+    return type(base.__name__, (base,), {"call": call, "frozen_product": frozen_product,
+                                         "kernel": property(kernel),
+                                         "__module__": base.__module__,
+                                         "__qualname__": base.__qualname__})

@@ -62,8 +62,9 @@ def _run(args: list[str], cwd: Path, module: str = "runner") -> subprocess.Compl
     return proc
 
 
-def train_row(model: str, steps: int, work: Path, *extra: str) -> dict:
-    run_dir = work / f"run-{model}"  # not `model`: a folder of that name would be the preset
+def train_row(model: str, steps: int, work: Path, *extra: str, name: str = "") -> dict:
+    # not `model`: a folder of that name would be the preset
+    run_dir = work / f"run-{model}{'-' + name if name else ''}"
     _run([f"model={model}", *extra, *TRAIN, f"train.steps={steps}", "train.log_every=2",
           f"hydra.run.dir={run_dir}"], work)
     return json.loads((run_dir / "summary.json").read_text())

@@ -164,22 +164,51 @@ class _Layout:
     compute_dtype: str
 
 
-def dequantized_kernel(layer):
-    """The layer's kernel, in its own shape, dequantized to quant.compute_dtype."""
+def _stored_values(layer) -> tuple:
+    """The layer's NF4 variables' values (in a step, the values it is run with)."""
     import jax.numpy as jnp
 
-    layout = layer.nf4
-    codes = jnp.asarray(layer.nf4_codes.value)
+    names = ("nf4_codes", "nf4_absmax_codes", "nf4_scale", "nf4_offset") if layer.nf4.double \
+        else ("nf4_codes", "nf4_absmax")
+    return tuple(jnp.asarray(getattr(layer, name).value) for name in names)
+
+
+def _kernel_of(layout: "_Layout", stored: tuple):
+    """The kernel, in its own shape, dequantized to the compute dtype, from stored values."""
+    import jax.numpy as jnp
+
     if layout.double:
-        q = nf4.Quantized(codes=codes, absmax_codes=jnp.asarray(layer.nf4_absmax_codes.value),
-                          scale=jnp.asarray(layer.nf4_scale.value),
-                          offset=jnp.asarray(layer.nf4_offset.value))
+        codes, absmax_codes, scale, offset = stored
+        q = nf4.Quantized(codes=codes, absmax_codes=absmax_codes, scale=scale, offset=offset)
     else:
-        q = nf4.Quantized(codes=codes, absmax=jnp.asarray(layer.nf4_absmax.value))
+        codes, absmax = stored
+        q = nf4.Quantized(codes=codes, absmax=absmax)
     values = nf4.dequantize(q, layout.compute_dtype, layout.block)  # (rows, columns)
     order = layout.view.order
     permuted = values.reshape([layout.kernel_shape[i] for i in order])
     return jnp.transpose(permuted, tuple(order.index(i) for i in range(len(order))))
+
+
+def dequantized_kernel(layer):
+    """The layer's kernel, in its own shape, dequantized to quant.compute_dtype."""
+    return _kernel_of(layer.nf4, _stored_values(layer))
+
+
+def _frozen_product(layer, inputs):
+    """inputs x the dequantized kernel, in the compute dtype, the result in the inputs' dtype.
+    Under jax.checkpoint: the backward pass (the inputs' gradient needs the kernel) dequantizes
+    again from the 4-bit codes instead of keeping every layer's dequantized kernel from the
+    forward pass, which would hold the whole base in the compute dtype during the step (as
+    bitsandbytes' MatMul4Bit keeps the quantized weight and dequantizes in its backward)."""
+    import jax
+
+    dtype = inputs.dtype
+    layout = layer.nf4
+
+    def contract(x, *stored):
+        return product(layer, x.astype(layout.compute_dtype),
+                       _kernel_of(layout, stored)).astype(dtype)
+    return jax.checkpoint(contract)(inputs, *_stored_values(layer))
 
 
 @functools.cache
@@ -190,9 +219,7 @@ def nf4_class(cls):
     base = cls if getattr(cls, "frozen_product", None) else factored_class(cls)
 
     def frozen_product(self, inputs):
-        dtype = inputs.dtype
-        cast = keras.ops.cast(inputs, self.nf4.compute_dtype)
-        return keras.ops.cast(product(self, cast, dequantized_kernel(self)), dtype)
+        return _frozen_product(self, inputs)
 
     def call(self, inputs, training=None):
         return own_call(self, inputs, training)

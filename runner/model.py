@@ -165,7 +165,6 @@ def is_nf4(quant_cfg) -> bool:
     return quant_cfg is not None and str(quant_cfg.mode) == "nf4"
 
 
-
 def dimensions(backbone):
     """The sizes activation memory depends on, from the backbone's config (None: unknown)."""
     family = by_backbone(type(backbone).__name__)

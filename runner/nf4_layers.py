@@ -168,9 +168,9 @@ def _stored_values(layer) -> tuple:
     """The layer's NF4 variables' values (in a step, the values it is run with)."""
     import jax.numpy as jnp
 
-    names = ("nf4_codes", "nf4_absmax_codes", "nf4_scale", "nf4_offset") if layer.nf4.double \
-        else ("nf4_codes", "nf4_absmax")
-    return tuple(jnp.asarray(getattr(layer, name).value) for name in names)
+    # VARIABLES' order, those the layer has: codes, maxima (8-bit or float32), scale, offset
+    return tuple(jnp.asarray(getattr(layer, name).value) for name in VARIABLES
+                 if hasattr(layer, name))
 
 
 def _kernel_of(layout: "_Layout", stored: tuple):

@@ -16,13 +16,12 @@ What is equal and what is bounded:
   maximum is the same, by the last two only.
 """
 
+import bitsandbytes.functional as functional  # in the test extra, as torch
 import numpy as np
 import pytest
+import torch
 
 from runner import nf4
-
-torch = pytest.importorskip("torch")
-functional = pytest.importorskip("bitsandbytes.functional")
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 

@@ -11,11 +11,10 @@ quarter of that gap at most; measured here: 0.06 against 0.57 at the largest, 0.
 
 import numpy as np
 import pytest
+import torch  # in the test extra
 
 from conftest import run_cli
 from runner.rundir import EXPORT, EXPORT_ADAPTER, EXPORT_BASE, EXPORT_MERGED, PROBE, RunDir
-
-torch = pytest.importorskip("torch")
 
 
 def _peft_logits(run: RunDir, probe, four_bit: bool) -> np.ndarray:

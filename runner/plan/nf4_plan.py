@@ -17,7 +17,7 @@ import math
 
 from runner import nf4_layers
 from runner.layout import Rule
-from runner.plan import Entry, Plan, layer_pattern
+from runner.plan import Plan, _entry, _itemsize, layer_pattern
 
 
 def _group_axis(spec, axes, axis_sizes):
@@ -60,14 +60,13 @@ def planned(the_plan: Plan, backbone, quant_cfg, axis_sizes: dict) -> Plan:
             spec = (rows_axis, columns_axis) if len(variable.shape) == 2 else \
                 (None,) * len(variable.shape)
             spec = _fitted(spec, variable, name, columns_axis, axis_sizes, problems, notes)
-            split = math.prod(axis_sizes.get(a, 1) for a in spec if a is not None)
-            nbytes = math.prod(variable.shape) * (1 if "uint8" in str(variable.dtype) else 4)
+            rule = Rule(name=kernel.rule, pattern=variable.path, axes=spec, origin="plan") \
+                if any(spec) else None
+            entry = _entry(variable.path, variable.shape, str(variable.dtype), "weight", False,
+                           rule, axis_sizes)
             count = math.prod(kernel.shape) if name == "nf4_codes" else 0
-            entries.append(Entry(path=variable.path, shape=tuple(variable.shape),
-                                 dtype=str(variable.dtype), kind="weight", trainable=False,
-                                 spec=spec, rule=kernel.rule if any(spec) else "-",
-                                 bytes_per_device=nbytes // split, params=count))
-            stored_bits += nbytes * 8
+            entries.append(dataclasses.replace(entry, params=count))
+            stored_bits += math.prod(variable.shape) * _itemsize(str(variable.dtype)) * 8
         params += math.prod(kernel.shape)
         replaced[kernel.path] = entries
         if any(kernel.spec):

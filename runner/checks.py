@@ -58,11 +58,10 @@ def run_checks(cfg, n_devices: int, process_count: int = 1,
     problems: list[str] = []
     _collect(problems, config.validate, cfg)
     try:
-        model_axis_size = mesh.axis_sizes(cfg.mesh, n_devices)[cfg.mesh.model_axis]
+        mesh.axis_sizes(cfg.mesh, n_devices)  # a mesh these devices cannot make: one line
     except UserError as exc:
         problems.append(str(exc))
-        model_axis_size = 1
-    _collect(problems, model.check_supported, cfg.quant, cfg.lora, model_axis_size)
+    _collect(problems, model.check_supported, cfg.quant, cfg.lora)
     _collect(problems, optim.check, cfg.optimizer)
     _collect(problems, _step_shape, cfg.train)
     problems += objective_problems(cfg.objective, cfg.dataset)

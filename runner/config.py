@@ -265,17 +265,18 @@ class ObjectiveConfig:
 @dataclass
 class QuantConfig:
     mode: QuantMode = key(QuantMode.none, ENUM,
-        help=("quantize the frozen base: none, int8 or int4 (Keras's), nf4 (bitsandbytes' "
-              "NormalFloat4, as QLoRA)"))
-    # nf4 only, named after transformers' BitsAndBytesConfig: bnb_4bit_quant_storage's block
+        help=("quantize the frozen base: none, int8 (Keras's), int4 (Keras's quantizer, the "
+              "runner's layers), nf4 (bitsandbytes' NormalFloat4, as QLoRA)"))
+    # nf4 and int4, named after transformers' BitsAndBytesConfig: bnb_4bit_quant_storage's block
     # (quantize_4bit's blocksize), bnb_4bit_use_double_quant, bnb_4bit_compute_dtype
     block_size: int = key(64, OneOf((32, 64, 128, 256, 512, 1024, 2048, 4096)),
-        help="nf4: values per absolute maximum (bitsandbytes' blocksize)")
+        help="nf4: values per absolute maximum (bitsandbytes' blocksize); int4: inputs per "
+             "scale and zero point")
     double_quant: bool = key(True, Flag(),
         help="nf4: store the blocks' maxima in 8 bits, 256 to a float32 scale (QLoRA's double "
              "quantization)")
     compute_dtype: ComputeDtype = key(ComputeDtype.bfloat16, ENUM,
-        help="nf4: the dtype the base is dequantized to and its matmuls run in")
+        help="nf4, int4: the dtype the base is dequantized to and its matmuls run in")
 
 
 @dataclass

@@ -43,23 +43,22 @@ def random_weights(model_cfg) -> bool:
     return str(getattr(model_cfg, "weights", "preset")) == "random"
 
 
-def check_supported(quant_cfg, lora_cfg, model_axis_size: int) -> None:
-    """Reject what Keras cannot do, before any weight is loaded; never silently skip."""
-    if lora_cfg.dropout and quant_cfg.mode in ("int8", "int4"):
+def check_supported(quant_cfg, lora_cfg) -> None:
+    """Reject what cannot be done, before any weight is loaded; never silently skip."""
+    if lora_cfg.dropout and quant_cfg.mode == "int8":
         raise UserError(
-            f"lora.dropout={lora_cfg.dropout} with quant={quant_cfg.mode}: LoRA on Keras's "
-            f"{quant_cfg.mode} layers runs in Keras's own quantized call, which has no dropout; "
-            "set lora.dropout=0, or use quant=none")
+            f"lora.dropout={lora_cfg.dropout} with quant=int8: LoRA on Keras's int8 layers runs "
+            "in Keras's own quantized call, which has no dropout; set lora.dropout=0, or use "
+            "quant=nf4 or int4 (the runner's own 4-bit layers)")
     if lora_cfg.rank < 0:
         raise UserError(f"lora.rank={lora_cfg.rank} must be 0 (off) or positive")
     if quant_cfg.mode != "none" and lora_cfg.rank == 0:
         raise UserError(f"quant={quant_cfg.mode} with lora.rank=0: a quantized base is "
                         "frozen, so nothing would train; use LoRA (e.g. lora=rank16) or quant=none")
-    if quant_cfg.mode == "int4" and model_axis_size > 1:
-        raise UserError(
-            f"quant=int4 under model parallelism (model axis of {model_axis_size}) is not "
-            "supported by Keras: int4 kernels are packed and cannot be split as the layout says; "
-            "use quant=int8, or a mesh whose model axis is 1 (mesh=data_parallel)")
+    if quant_cfg.mode == "int4" and quant_cfg.double_quant:
+        raise UserError("quant.double_quant=true with quant=int4: double quantization is NF4's "
+                        "(int4 keeps a float32 scale and an int8 zero point per block); set "
+                        "quant.double_quant=false")
 
 
 # lora.targets=[all-linear]: every dense layer of the blocks, as PEFT's target_modules="all-linear"
@@ -116,12 +115,12 @@ def apply_lora(backbone, lora_cfg) -> list[str]:
 
 
 def _quantize(backbone, quant_cfg) -> None:
-    """Keras's own int8 and int4 (before LoRA: Keras adds LoRA to its quantized layers); nf4
-    comes after LoRA (runner/nf4_layers.py)."""
+    """Keras's own int8 (before LoRA: Keras adds LoRA to its quantized layers); nf4 and int4
+    are the runner's and come after LoRA (runner/nf4_layers.py)."""
     import warnings
 
     mode = quant_cfg.mode if quant_cfg is not None else "none"  # None: not quantized
-    if mode in ("int8", "int4"):
+    if mode == "int8":
         with warnings.catch_warnings():  # "RMSNormalization has no quantize method": expected
             warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
             backbone.quantize(mode)
@@ -143,7 +142,7 @@ def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision, described=None,
                       nf4: bool = True):
     """The backbone with shapes, paths, quantized and LoRA variables but no memory behind them,
     built from the preset's numbers (runner.presets.describe: no weights are read).
-    nf4=False: a quant=nf4 backbone with its float kernels still (the plan lays them out
+    nf4=False: a quant=nf4 (or int4) backbone with its float kernels still (the plan lays them out
     first, then maps their specs onto the NF4 variables: runner/plan/nf4_plan.py).
 
     keras.StatelessScope(initialize_variables=False) keeps initializers from running, so a 27B
@@ -156,13 +155,18 @@ def abstract_backbone(model_cfg, lora_cfg, quant_cfg, precision, described=None,
         correct(backbone)
         _quantize(backbone, quant_cfg)
         apply_lora(backbone, lora_cfg)
-        if nf4 and is_nf4(quant_cfg):
+        if nf4 and four_bit(quant_cfg):
             nf4_layers.quantize(backbone, quant_cfg, abstract=True)
     return backbone
 
 
 def is_nf4(quant_cfg) -> bool:
     return quant_cfg is not None and str(quant_cfg.mode) == "nf4"
+
+
+def four_bit(quant_cfg) -> bool:
+    """quant=nf4 or int4: the runner's own 4-bit layers (runner/nf4_layers.py)."""
+    return quant_cfg is not None and str(quant_cfg.mode) in nf4_layers.FORMATS
 
 
 def dimensions(backbone):
@@ -239,6 +243,13 @@ def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None
     with its layout."""
     described = described or describe(model_cfg)
     with remat_scope(remat, described), stable_names():
+        if four_bit(quant_cfg):  # one layer at a time, never the whole float base
+            from runner import nf4_loading
+
+            if not random_weights(model_cfg) and described.location is None:
+                resolve_preset(model_cfg.preset)  # raises the reason it cannot be had here
+            return nf4_loading.causal_lm(described, model_cfg, lora_cfg, quant_cfg, precision,
+                                         preprocessor)
         if random_weights(model_cfg):
             causal_lm = _random_causal_lm(described, precision, preprocessor)
         else:
@@ -246,8 +257,6 @@ def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None
         correct(causal_lm.backbone)
         _quantize(causal_lm.backbone, quant_cfg)
         apply_lora(causal_lm.backbone, lora_cfg)
-        if is_nf4(quant_cfg):
-            nf4_layers.quantize(causal_lm.backbone, quant_cfg)
     return causal_lm
 
 

@@ -1,5 +1,6 @@
-"""quant=nf4: the frozen base's linear layers stored as NF4 (runner/nf4.py) and dequantized
-inside the step, as bitsandbytes' Linear4bit does under QLoRA.
+"""quant=nf4 and quant=int4: the frozen base's linear layers stored in 4 bits, as NF4
+(runner/nf4.py) or Keras's int4 (runner/int4.py), and dequantized inside the step, as
+bitsandbytes' Linear4bit does under QLoRA.
 
 Which layers: every Dense and EinsumDense of the blocks (as transformers quantizes every
 nn.Linear but the output layer); the token embedding stays in the model's dtype.
@@ -18,7 +19,11 @@ What is stored, per layer (under its path, beside LoRA's variables):
                       or nf4_absmax float32 (out, in / block) without double quantization
     nf4_scale         float32 (ceil(out x in / block / 256),)   one per 256 maxima, replicated
     nf4_offset        float32 ()   the maxima's mean, replicated
-The codes and maxima keep the 2-D view's rows and columns, so they split over the mesh as the
+or, with quant=int4,
+    int4_codes        uint8 (out, in / 2)   two 4-bit codes a byte (code + 8), the first high
+    int4_scale        float32 (out, in / block)   the groups' scales
+    int4_zero         int8 (out, in / block)   the groups' zero points
+The codes and statistics keep the 2-D view's rows and columns, so they split over the mesh as the
 kernel's output and contracted axes do (runner.plan.nf4_plan maps the specs).
 
 The step dequantizes each kernel when its layer runs (XLA fuses the lookups into the matmul's
@@ -32,11 +37,14 @@ import functools
 import math
 from dataclasses import dataclass
 
-from runner import nf4
+from runner import int4, nf4
 from runner.factored_lora import factored_class, own_call, product
 from runner.plan import layer_pattern
 
-VARIABLES = ("nf4_codes", "nf4_absmax_codes", "nf4_absmax", "nf4_scale", "nf4_offset")
+VARIABLES = ("nf4_codes", "nf4_absmax_codes", "nf4_absmax", "nf4_scale", "nf4_offset",
+             "int4_codes", "int4_scale", "int4_zero")
+CODES = ("nf4_codes", "int4_codes")  # the variable of each format that holds a code per value
+FORMATS = ("nf4", "int4")  # the quant modes stored here
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,9 @@ def quantizable_layers(backbone) -> list:
             and getattr(layer, "_kernel", None) is not None]
 
 
-def problems(backbone, block: int) -> list[str]:
-    """What keeps this backbone's layers from NF4 at `block`: one line per layer pattern."""
+def problems(backbone, block: int, mode: str = "nf4") -> list[str]:
+    """What keeps this backbone's layers from quant=`mode` at `block`: one line per layer
+    pattern."""
     found = {}
     for layer in quantizable_layers(backbone):
         try:
@@ -86,30 +95,38 @@ def problems(backbone, block: int) -> list[str]:
             continue
         if columns % block:
             found.setdefault(layer_pattern(f"{layer.path}/kernel"), (
-                f"quant=nf4: {layer_pattern(layer.path + '/kernel')} has {columns} inputs per "
-                f"output, which do not divide into quant.block_size={block}; use a block size "
-                f"that divides {columns} (32 at the least), or quant=int8"))
+                f"quant={mode}: {layer_pattern(layer.path + '/kernel')} has {columns} inputs "
+                f"per output, which do not divide into quant.block_size={block}; use a block "
+                f"size that divides {columns} (32 at the least), or quant=int8"))
     return list(found.values())
 
 
 def quantize(backbone, quant_cfg, abstract: bool = False) -> list:
-    """Store every quantizable layer of `backbone` as NF4 (its float kernel dropped) and make it
+    """Store every quantizable layer of `backbone` in quant_cfg.mode's 4 bits (its float kernel
+    dropped) and make it
     dequantize in its call; returns the layers. Call after LoRA is enabled (enable_lora reads
     the float kernel's shape) and inside the distribution's scope. `abstract`: the plan's model
     under a no-memory scope: the variables get their shapes, nothing is computed."""
     layers = quantizable_layers(backbone)
+    mode = str(quant_cfg.mode)
     for layer in layers:
-        _quantize_layer(layer, int(quant_cfg.block_size), bool(quant_cfg.double_quant),
-                        str(quant_cfg.compute_dtype), abstract)
+        _quantize_layer(layer, _Layout(tuple(layer._kernel.shape), view(layer), mode,
+                                       int(quant_cfg.block_size),
+                                       mode == "nf4" and bool(quant_cfg.double_quant),
+                                       str(quant_cfg.compute_dtype)), abstract)
     return layers
 
 
-def _stored(kernel, layer_view: View, block: int, double: bool) -> dict:
-    """The NF4 variables' values for a float kernel."""
+def _stored(kernel, layout: "_Layout") -> dict:
+    """The stored variables' values for a float kernel."""
     import jax.numpy as jnp
 
-    rows, columns = layer_view.rows_and_columns(kernel.shape)
-    weight = jnp.transpose(kernel, layer_view.order).reshape(rows, columns)
+    rows, columns = layout.view.rows_and_columns(kernel.shape)
+    weight = jnp.transpose(kernel, layout.view.order).reshape(rows, columns)
+    block, double = layout.block, layout.double
+    if layout.format == "int4":
+        q = int4.quantize(weight, block)
+        return {"int4_codes": q.codes, "int4_scale": q.scale, "int4_zero": q.zero}
     q = nf4.quantize(weight, block, double)
     values = {"nf4_codes": q.codes.reshape(rows, columns // 2)}
     if double:
@@ -120,8 +137,13 @@ def _stored(kernel, layer_view: View, block: int, double: bool) -> dict:
     return values
 
 
-def _shapes(kernel_shape, layer_view: View, block: int, double: bool) -> dict:
-    rows, columns = layer_view.rows_and_columns(kernel_shape)
+def _shapes(layout: "_Layout") -> dict:
+    rows, columns = layout.view.rows_and_columns(layout.kernel_shape)
+    block, double = layout.block, layout.double
+    if layout.format == "int4":
+        return {"int4_codes": ((rows, columns // 2), "uint8"),
+                "int4_scale": ((rows, columns // block), "float32"),
+                "int4_zero": ((rows, columns // block), "int8")}
     maxima = rows * columns // block
     shapes = {"nf4_codes": ((rows, columns // 2), "uint8")}
     if double:
@@ -133,39 +155,55 @@ def _shapes(kernel_shape, layer_view: View, block: int, double: bool) -> dict:
     return shapes
 
 
-def _quantize_layer(layer, block: int, double: bool, compute_dtype: str, abstract: bool):
-    layer_view = view(layer)
-    shape = tuple(layer._kernel.shape)
-    values = None if abstract else _stored(layer._kernel.value, layer_view, block, double)
+def _quantize_layer(layer, layout: "_Layout", abstract: bool):
+    kernel = None if abstract else layer._kernel.value
     layer._tracker.unlock()
     del layer._kernel  # Keras untracks it; its memory goes with the last reference
-    for name, (var_shape, dtype) in _shapes(shape, layer_view, block, double).items():
-        initializer = "zeros" if values is None else _constant(values[name])
+    for name, (var_shape, dtype) in _shapes(layout).items():
         setattr(layer, name, layer.add_weight(name=name, shape=var_shape, dtype=dtype,
-                                              initializer=initializer, trainable=False,
+                                              initializer="zeros", trainable=False,
                                               autocast=False))
     layer._tracker.lock()
-    layer.nf4 = _Layout(shape, layer_view, block, double, compute_dtype)
+    layer.four_bit = layout
     layer.__class__ = nf4_class(type(layer))
+    if kernel is not None:
+        store(layer, kernel)
 
 
-def _constant(value):
-    def initializer(shape, dtype=None):
-        return value
-    return initializer
+def store(layer, kernel) -> None:
+    """Quantize `kernel` (the layer's float kernel, in its own shape and dtype) into the 4-bit
+    layer's variables: how runner/nf4_loading.py loads a base one layer at a time. Compiled
+    with each variable's own placement as the output's, so every device computes its part and
+    nothing is moved after (once per kind of layer)."""
+    names = tuple(_shapes(layer.four_bit))
+    shardings = tuple(getattr(layer, name).value.sharding for name in names)
+    values = _quantizer(layer.four_bit, names, shardings)(kernel)
+    for name, value in zip(names, values):
+        getattr(layer, name).assign(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _quantizer(layout: "_Layout", names: tuple, shardings: tuple):
+    import jax
+
+    def quantized(kernel):
+        values = _stored(kernel, layout)
+        return tuple(values[name] for name in names)
+    return jax.jit(quantized, out_shardings=shardings)
 
 
 @dataclass(frozen=True)
 class _Layout:
     kernel_shape: tuple
     view: View
+    format: str  # "nf4" or "int4"
     block: int
     double: bool
     compute_dtype: str
 
 
 def _stored_values(layer) -> tuple:
-    """The layer's NF4 variables' values (in a step, the values it is run with)."""
+    """The layer's stored 4-bit variables' values (in a step, the values it is run with)."""
     import jax.numpy as jnp
 
     # VARIABLES' order, those the layer has: codes, maxima (8-bit or float32), scale, offset
@@ -173,25 +211,33 @@ def _stored_values(layer) -> tuple:
                  if hasattr(layer, name))
 
 
-def _kernel_of(layout: "_Layout", stored: tuple):
-    """The kernel, in its own shape, dequantized to the compute dtype, from stored values."""
-    import jax.numpy as jnp
-
+def _dequantized(layout: "_Layout", stored: tuple):
+    """The (rows, columns) view's values in the compute dtype, from stored values."""
+    if layout.format == "int4":
+        codes, scale, zero = stored
+        return int4.dequantize(int4.Quantized(codes=codes, scale=scale, zero=zero),
+                               layout.compute_dtype, layout.block)
     if layout.double:
         codes, absmax_codes, scale, offset = stored
         q = nf4.Quantized(codes=codes, absmax_codes=absmax_codes, scale=scale, offset=offset)
     else:
         codes, absmax = stored
         q = nf4.Quantized(codes=codes, absmax=absmax)
-    values = nf4.dequantize(q, layout.compute_dtype, layout.block)  # (rows, columns)
+    return nf4.dequantize(q, layout.compute_dtype, layout.block)
+
+
+def _kernel_of(layout: "_Layout", stored: tuple):
+    """The kernel, in its own shape, dequantized to the compute dtype, from stored values."""
+    import jax.numpy as jnp
+
     order = layout.view.order
-    permuted = values.reshape([layout.kernel_shape[i] for i in order])
+    permuted = _dequantized(layout, stored).reshape([layout.kernel_shape[i] for i in order])
     return jnp.transpose(permuted, tuple(order.index(i) for i in range(len(order))))
 
 
 def dequantized_kernel(layer):
     """The layer's kernel, in its own shape, dequantized to quant.compute_dtype."""
-    return _kernel_of(layer.nf4, _stored_values(layer))
+    return _kernel_of(layer.four_bit, _stored_values(layer))
 
 
 def _frozen_product(layer, inputs):
@@ -203,7 +249,7 @@ def _frozen_product(layer, inputs):
     import jax
 
     dtype = inputs.dtype
-    layout = layer.nf4
+    layout = layer.four_bit
 
     def contract(x, *stored):
         return product(layer, x.astype(layout.compute_dtype),
@@ -225,7 +271,11 @@ def nf4_class(cls):
         return own_call(self, inputs, training)
 
     def kernel(self):
-        """The dequantized kernel (with LoRA merged in when enabled, as Keras's property)."""
+        """The dequantized kernel (with LoRA merged in when enabled, as Keras's property); while
+        the model loads, the loader's stand-in for the float kernel (runner/nf4_loading.py)."""
+        sink = getattr(self, "nf4_sink", None)
+        if sink is not None:
+            return sink
         merged = dequantized_kernel(self)
         if self.lora_enabled:
             update = keras.ops.matmul(self.lora_kernel_a, self.lora_kernel_b)
@@ -233,7 +283,19 @@ def nf4_class(cls):
                                              merged.dtype)
         return merged
 
+    def load_own_variables(self, store):
+        """Keras's weights file (a keras-hub preset): the float kernel, quantized as it is read,
+        and the bias. The layer's LoRA variables keep their values (Keras's own zeroes them)."""
+        sink = getattr(self, "nf4_sink", None)
+        if sink is None:
+            raise RuntimeError(f"{self.path}: an NF4 layer reads a weights file only while "
+                               "runner.nf4_loading loads the model")
+        sink.assign(store["0"])
+        if self.bias is not None:
+            self.bias.assign(store["1"])
+
     return type(base.__name__, (base,), {"call": call, "frozen_product": frozen_product,
                                          "kernel": property(kernel),
+                                         "load_own_variables": load_own_variables,
                                          "__module__": base.__module__,
                                          "__qualname__": base.__qualname__})

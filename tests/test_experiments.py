@@ -106,10 +106,11 @@ def test_merged_preset_equals_base_plus_adapter(translation_run):
 
 @pytest.mark.parametrize("overrides,words", [
     (["lora.dropout=0.05", "quant=int8"], ["lora.dropout=0.05 with quant=int8", "no dropout"]),
-    (["quant=int4"], ["quant=int4 under model parallelism", "mesh=data_parallel"]),
+    (["quant=int4", "quant.double_quant=true"], ["quant.double_quant=true with quant=int4",
+                                                 "quant.double_quant=false"]),
     (["quant=int8", "lora=none"], ["quant=int8 with lora.rank=0", "frozen"]),
     (["optimizer.schedule=constant", "optimizer.warmup_steps=10"], ["optimizer.warmup_steps"]),
-], ids=["lora_dropout", "int4_model_parallel", "quant_without_lora", "warmup_without_schedule"])
+], ids=["lora_dropout", "int4_double_quant", "quant_without_lora", "warmup_without_schedule"])
 def test_unsupported_combinations_fail_clearly(workdir, overrides, words):
     proc = run_cli(*overrides, "hydra.run.dir=run", cwd=workdir)
     assert proc.returncode == 2, proc.stderr[-3000:]

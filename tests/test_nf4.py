@@ -140,7 +140,7 @@ def test_every_nf4_layer_stores_its_transformers_weight_as_bitsandbytes_does():
     kernels = {v.path: v for v in plain.backbone.variables}
     assert nf4_layers.quantizable_layers(quantized.backbone) == []  # none left in float
     checked = 0
-    for layer in [lay for lay in quantized.backbone._flatten_layers() if hasattr(lay, "nf4")]:
+    for layer in [lay for lay in quantized.backbone._flatten_layers() if hasattr(lay, "four_bit")]:
         port = ports[f"{layer.path}/kernel"]
         weight = port.to_hf(np.asarray(kernels[port.path].value.astype(jnp.float32)))
         packed, state, dequantized = _theirs(torch.tensor(weight).to(torch.bfloat16))

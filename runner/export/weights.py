@@ -14,7 +14,7 @@ def values(backbone, merged: bool = True) -> dict:
     plus scale A B), else the untouched base; an NF4 layer's kernel is its dequantized one."""
     values = {v.path: v for v in backbone.variables}
     for layer in backbone._flatten_layers(include_self=False):
-        if getattr(layer, "nf4", None) is not None:  # runner/nf4_layers.py: no float kernel
+        if getattr(layer, "four_bit", None) is not None:  # runner/nf4_layers.py: no float kernel
             values[f"{layer.path}/kernel"] = layer.kernel if merged else \
                 nf4_layers.dequantized_kernel(layer)
         elif merged and getattr(layer, "lora_enabled", False):

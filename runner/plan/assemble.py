@@ -77,7 +77,7 @@ def make_plan(cfg, n_devices: int, described=None) -> tuple[Plan, list[layout.Ru
                               large_replicated_bytes=int(cfg.plan.large_replicated_mb * 2**20),
                               weight_axes=weight_axes,
                               micro_batches=int(cfg.train.gradient_accumulation_steps))
-    if model.is_nf4(cfg.quant):  # the NF4 variables, split as their float kernels
+    if model.four_bit(cfg.quant):  # the NF4 variables, split as their float kernels
         with model.no_memory_scope(), stable_names():
             the_plan = nf4_plan.planned(the_plan, backbone, cfg.quant, axis_sizes)
     if objective.needs_reference_copy(cfg.objective, cfg.lora):  # full fine-tuning DPO

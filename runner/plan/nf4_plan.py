@@ -1,13 +1,14 @@
-"""quant=nf4 in the plan: each NF4 layer's stored variables (runner/nf4_layers.py) in place of
-its float kernel, split as the layout splits that kernel.
+"""quant=nf4 and int4 in the plan: each 4-bit layer's stored variables (runner/nf4_layers.py) in
+place of its float kernel, split as the layout splits that kernel.
 
 The codes and block maxima are the kernel read as a transformers weight, (output axes) x
 (contracted axes), each group merged into one dimension. A merged dimension splits over a mesh
 axis exactly when the group's first (major) axis does, so the spec carries over: Gemma's query
 (heads, hidden, head_dim) split (model, batch, None) stores codes (heads x head_dim,
 hidden / 2) split (model, batch). The scale and offset (one float32 per 256 maxima, and one)
-are whole on every device. The float kernels still exist while the model loads (it is built in
-full precision, then quantized), so the plan keeps their placement as load rules.
+are whole on every device. Each float kernel exists for a moment while the model loads (read,
+placed, quantized, dropped, one at a time: runner/nf4_loading.py), so the plan keeps their
+placement as load rules.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def _group_axis(spec, axes, axis_sizes):
 def planned(the_plan: Plan, backbone, quant_cfg, axis_sizes: dict) -> Plan:
     """`the_plan` (of the float model) with the NF4 variables of `backbone` (abstract, LoRA on)
     in place of the kernels they replace; `backbone` is quantized abstractly on the way."""
-    found = nf4_layers.problems(backbone, int(quant_cfg.block_size))
+    mode = str(quant_cfg.mode)
+    found = nf4_layers.problems(backbone, int(quant_cfg.block_size), mode)
     if found:
         return dataclasses.replace(the_plan, problems=the_plan.problems + found)
     by_path = {e.path: e for e in the_plan.entries}
@@ -43,15 +45,15 @@ def planned(the_plan: Plan, backbone, quant_cfg, axis_sizes: dict) -> Plan:
     params = stored_bits = 0
     for layer in layers:
         kernel = by_path[f"{layer.path}/kernel"]
-        order, outputs = layer.nf4.view.order, layer.nf4.view.outputs
+        order, outputs = layer.four_bit.view.order, layer.four_bit.view.outputs
         rows_axis, bad_rows = _group_axis(kernel.spec, order[:outputs], axis_sizes)
         columns_axis, bad_columns = _group_axis(kernel.spec, order[outputs:], axis_sizes)
         for bad, group in ((bad_rows, "output"), (bad_columns, "input")):
             if bad:
-                problems.append(f"quant=nf4: {layer_pattern(kernel.path)} is split "
+                problems.append(f"quant={mode}: {layer_pattern(kernel.path)} is split "
                                 f"{kernel.spec}: an {group} axis after the first is split, and "
-                                "its NF4 codes (those axes merged) cannot be; split the first, "
-                                "or use quant=int8")
+                                "its 4-bit codes (those axes merged) cannot be; split the "
+                                "first, or use quant=int8")
         entries = []
         for variable in layer.weights:
             name = variable.path.rsplit("/", 1)[-1]
@@ -64,7 +66,7 @@ def planned(the_plan: Plan, backbone, quant_cfg, axis_sizes: dict) -> Plan:
                 if any(spec) else None
             entry = _entry(variable.path, variable.shape, str(variable.dtype), "weight", False,
                            rule, axis_sizes)
-            count = math.prod(kernel.shape) if name == "nf4_codes" else 0
+            count = math.prod(kernel.shape) if name in nf4_layers.CODES else 0
             entries.append(dataclasses.replace(entry, params=count))
             stored_bits += math.prod(variable.shape) * _itemsize(str(variable.dtype)) * 8
         params += math.prod(kernel.shape)
@@ -74,12 +76,17 @@ def planned(the_plan: Plan, backbone, quant_cfg, axis_sizes: dict) -> Plan:
                                    origin="plan"))
     entries = [new for e in the_plan.entries for new in replaced.get(e.path, [e])]
     if params:
-        notes.append(f"quant=nf4: {len(layers)} linear layers' {params:,} parameters stored at "
-                     f"{stored_bits / params:.3f} bits each (NF4 codes, block maxima"
-                     f"{' in 8 bits, a float32 scale per 256' if quant_cfg.double_quant else ''}"
-                     f"; blocks of {quant_cfg.block_size}), dequantized to "
-                     f"{quant_cfg.compute_dtype} in the step; the model loads in full precision "
-                     "first, then quantizes")
+        if mode == "int4":
+            stored = (f"Keras's int4 codes, a float32 scale and an int8 zero point per "
+                      f"{quant_cfg.block_size} inputs")
+        else:
+            stored = (f"NF4 codes, block maxima"
+                      f"{' in 8 bits, a float32 scale per 256' if quant_cfg.double_quant else ''}"
+                      f"; blocks of {quant_cfg.block_size}")
+        notes.append(f"quant={mode}: {len(layers)} linear layers' {params:,} parameters stored "
+                     f"at {stored_bits / params:.3f} bits each ({stored}), dequantized to "
+                     f"{quant_cfg.compute_dtype} in the step; the model loads one layer at a time "
+                     "(each float kernel read, quantized and dropped before the next)")
     return dataclasses.replace(the_plan, entries=entries,
                                problems=the_plan.problems + _unique(problems),
                                notes=the_plan.notes + _unique(notes), load_rules=load_rules)
@@ -93,12 +100,13 @@ def _fitted(spec, variable, name, columns_axis, axis_sizes, problems, notes):
         size = axis_sizes.get(axis, 1) if axis else 1
         if size > 1 and variable.shape[dim] % size:
             pattern = layer_pattern(variable.path)
-            if name == "nf4_codes":
-                problems.append(f"quant=nf4: {pattern} has {variable.shape[dim]} rows of codes "
+            mode = name.split("_", 1)[0]  # nf4_codes -> nf4
+            if name in nf4_layers.CODES:
+                problems.append(f"quant={mode}: {pattern} has {variable.shape[dim]} rows of codes "
                                 f"on axis {dim}, which do not divide by mesh axis '{axis}' "
                                 f"(size {size}); choose a mesh that divides it")
             else:
-                notes.append(f"quant=nf4: {pattern} ({variable.shape[dim]} on axis {dim}) does "
+                notes.append(f"quant={mode}: {pattern} ({variable.shape[dim]} on axis {dim}) does "
                              f"not divide by mesh axis '{axis}' (size {size}): whole on every "
                              "device")
                 fitted[dim] = None

@@ -1,5 +1,5 @@
 """What quantizing the frozen base buys and costs, in one command: the plan's and XLA's memory
-per device for gemma_7b_en's LoRA train step under quant=none / int8 / nf4, and the step time
+per device for gemma_7b_en's LoRA train step under quant=none / int8 / int4 / nf4, and the step time
 of gemma3_270m on the 8 virtual CPU devices with and without an NF4 base.
 
     python benchmarks/quant.py          # prints the table, writes benchmarks/QUANT.md

@@ -3,8 +3,8 @@
 Keras's Dense and EinsumDense with LoRA read their `kernel` property in the forward pass, and
 that property merges: W + (alpha / rank) * A @ B, a full-size kernel built every step, so the
 backward pass computes a full-size kernel gradient for every adapted layer (only to pass it on
-to A and B), as full fine-tuning would. Keras's own int8 and int4 paths already compute LoRA
-factored; this gives the float path the same form. `kernel` itself still merges, so merging,
+to A and B), as full fine-tuning would. Keras's own int8 path already computes LoRA factored;
+this gives the float path (and the runner's 4-bit layers, runner/nf4_layers.py) the same form. `kernel` itself still merges, so merging,
 saving and exporting the adapter are unchanged.
 
 Layers are moved to a subclass of their own class (the same weights, names and config), made

@@ -8,34 +8,16 @@ from __future__ import annotations
 
 import contextlib
 
-from runner import nf4_layers
+from runner import nf4_layers, nf4_loading
 from runner.backbones import (backbone_class, causal_lm_class, dtype_policy, no_memory_scope,
                               stable_names)
 from runner.errors import UserError
 from runner.factored_lora import add_dropout, factor
 from runner.families import FAMILIES, by_backbone, correct
 from runner.plan.memory import Dimensions
-from runner.presets import SHIPPED_PRESETS, TRANSFORMERS, describe, resolve_preset  # noqa: F401
+from runner.presets import (SHIPPED_PRESETS, TRANSFORMERS, describe, from_preset,  # noqa: F401
+                            resolve_preset)
 from runner.remat import block_scope
-
-
-def _from_preset(loader, preset: str, **kwargs):
-    """Call a keras-hub from_preset, turning download failures into one clear UserError."""
-    try:
-        return loader(preset, **kwargs)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"model.preset={preset} could not be loaded ({first[:200]}); if this machine is "
-            "offline, download the preset elsewhere and set model.preset to its local folder"
-        ) from None
-    except Exception as exc:  # requests' ConnectionError is not an OSError subclass everywhere
-        if "Connection" in type(exc).__name__ or "resolve" in str(exc):
-            raise UserError(
-                f"model.preset={preset} could not be downloaded ({type(exc).__name__}); "
-                "download it where there is a network and set model.preset to its local folder"
-            ) from None
-        raise
 
 
 def random_weights(model_cfg) -> bool:
@@ -203,7 +185,7 @@ def load_preprocessor(model_cfg, described=None):
         from runner.hf import load as hf_load
 
         return hf_load.preprocessor(described.location, described.family)
-    return _from_preset(keras_hub.models.CausalLMPreprocessor.from_preset, described.location)
+    return from_preset(keras_hub.models.CausalLMPreprocessor.from_preset, described.location)
 
 
 def _shipped_preprocessor(model_cfg, described):
@@ -244,12 +226,14 @@ def build_causal_lm(model_cfg, lora_cfg, quant_cfg, precision, preprocessor=None
     described = described or describe(model_cfg)
     with remat_scope(remat, described), stable_names():
         if four_bit(quant_cfg):  # one layer at a time, never the whole float base
-            from runner import nf4_loading
-
-            if not random_weights(model_cfg) and described.location is None:
+            random = random_weights(model_cfg)
+            if not random and described.location is None:
                 resolve_preset(model_cfg.preset)  # raises the reason it cannot be had here
-            return nf4_loading.causal_lm(described, model_cfg, lora_cfg, quant_cfg, precision,
-                                         preprocessor)
+            if preprocessor is None and not random:  # the preset's, as from_preset gives it
+                preprocessor = load_preprocessor(model_cfg, described)
+            return nf4_loading.causal_lm(described, lambda backbone: apply_lora(backbone,
+                                                                                 lora_cfg),
+                                         quant_cfg, precision, preprocessor, random)
         if random_weights(model_cfg):
             causal_lm = _random_causal_lm(described, precision, preprocessor)
         else:
@@ -272,6 +256,6 @@ def _preset_causal_lm(model_cfg, described, precision, preprocessor):
                                       dtype_policy(precision), preprocessor)
     else:
         extra = {"preprocessor": preprocessor} if preprocessor is not None else {}
-        causal_lm = _from_preset(keras_hub.models.CausalLM.from_preset, described.location,
+        causal_lm = from_preset(keras_hub.models.CausalLM.from_preset, described.location,
                                  dtype=dtype_policy(precision), **extra)
     return causal_lm

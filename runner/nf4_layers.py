@@ -98,7 +98,22 @@ def problems(backbone, block: int, mode: str = "nf4") -> list[str]:
                 f"quant={mode}: {layer_pattern(layer.path + '/kernel')} has {columns} inputs "
                 f"per output, which do not divide into quant.block_size={block}; use a block "
                 f"size that divides {columns} (32 at the least), or quant=int8"))
+    for path in _outside_linear_layers(backbone):
+        found.setdefault(layer_pattern(path), (
+            f"quant={mode}: {layer_pattern(path)} is a matrix of the blocks outside any Dense or "
+            "EinsumDense layer (as Mixtral's expert bank), which the runner cannot store in 4 "
+            "bits and would load in full; use quant=int8 or quant=none"))
     return list(found.values())
+
+
+def _outside_linear_layers(backbone) -> list[str]:
+    """Paths of the backbone's matrices that no linear layer (nor the embedding) holds."""
+    import keras
+
+    held = tuple(f"{layer.path}/" for layer in backbone._flatten_layers(include_self=False)
+                 if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense,
+                                       keras.layers.Embedding)))
+    return [v.path for v in backbone.weights if len(v.shape) >= 2 and not v.path.startswith(held)]
 
 
 def quantize(backbone, quant_cfg, abstract: bool = False) -> list:
@@ -288,8 +303,13 @@ def nf4_class(cls):
         and the bias. The layer's LoRA variables keep their values (Keras's own zeroes them)."""
         sink = getattr(self, "nf4_sink", None)
         if sink is None:
-            raise RuntimeError(f"{self.path}: an NF4 layer reads a weights file only while "
+            raise RuntimeError(f"{self.path}: a 4-bit layer reads a weights file only while "
                                "runner.nf4_loading loads the model")
+        expected = 1 if self.bias is None else 2
+        if len(store.keys()) != expected:  # Keras's own check, which this override replaces
+            raise ValueError(f"{self.path}: the weights file holds {len(store.keys())} values "
+                             f"for this layer, not its float kernel{' and bias' * (expected - 1)}"
+                             " (a quantized preset?); load a full-precision preset")
         sink.assign(store["0"])
         if self.bias is not None:
             self.bias.assign(store["1"])

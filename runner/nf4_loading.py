@@ -20,6 +20,7 @@ from __future__ import annotations
 from runner import nf4_layers
 from runner.backbones import backbone_class, causal_lm_class, dtype_policy, no_memory_scope
 from runner.families import correct
+from runner.presets import TRANSFORMERS, from_preset
 
 
 class _KernelSink:
@@ -53,14 +54,11 @@ class _KernelSink:
         return value
 
 
-def causal_lm(described, model_cfg, lora_cfg, quant_cfg, precision, preprocessor):
-    """The quant=nf4 CausalLM of `described` (runner.presets.describe), its weights the preset's
-    (or random ones with model.weights=random). Call inside the distribution's scope, under
+def causal_lm(described, add_lora, quant_cfg, precision, preprocessor, random: bool):
+    """The 4-bit (quant=nf4 or int4) CausalLM of `described` (runner.presets.describe), its
+    weights the preset's, or random ones (`random`: model.weights=random); `add_lora(backbone)`
+    adds LoRA (runner.model.apply_lora). Call inside the distribution's scope, under
     train.remat's scope and stable_names, as runner.model.build_causal_lm does."""
-    from runner import model
-
-    if preprocessor is None:
-        preprocessor = model.load_preprocessor(model_cfg, described)
     with no_memory_scope():
         backbone = backbone_class(described.family)(**described.numbers,
                                                     dtype=dtype_policy(precision))
@@ -70,19 +68,20 @@ def causal_lm(described, model_cfg, lora_cfg, quant_cfg, precision, preprocessor
     # the task compiles, which makes an optimizer
     lm = causal_lm_class(described.family)(backbone=backbone, preprocessor=preprocessor)
     with no_memory_scope():
-        model.apply_lora(backbone, lora_cfg)
+        add_lora(backbone)
         kernels = {id(layer): layer._kernel for layer in nf4_layers.quantizable_layers(backbone)}
         layers = nf4_layers.quantize(backbone, quant_cfg, abstract=True)
     _allocate(lm)
     sinks = [_KernelSink(layer, kernels.pop(id(layer))) for layer in layers]
-    if model.random_weights(model_cfg):
+    if random:
         for sink in sinks:
             sink.assign(sink.initial_value())
     else:
         _load(backbone, described, sinks)
     missing = [sink.path for sink in sinks if sink.assigned != 1]
     if missing:  # a loader that skipped (or repeated) a kernel: never train on zeros
-        raise RuntimeError(f"quant=nf4: {len(missing)} kernels were not loaded exactly once, "
+        raise RuntimeError(f"quant={quant_cfg.mode}: {len(missing)} kernels were not loaded "
+                           "exactly once, "
                            f"e.g. {missing[0]}")
     return lm
 
@@ -100,8 +99,6 @@ def _load(backbone, described, sinks) -> None:
     """The preset's weights, each NF4 layer's kernel through its sink (see the module's
     docstring); LoRA's variables keep their initial values, as when LoRA is added after
     loading."""
-    from runner.presets import TRANSFORMERS
-
     lora = [v for v in backbone.variables if v.path.rsplit("/", 1)[-1].startswith("lora_")]
     initial = [variable.value for variable in lora]
     for sink in sinks:
@@ -125,7 +122,5 @@ def _keras_weights(backbone, location: str) -> None:
     into `backbone`: its loader's own method (private), so shards and downloads stay keras-hub's."""
     from keras_hub.src.utils.preset_utils import get_preset_loader
 
-    from runner.model import _from_preset
-
-    _from_preset(lambda preset: get_preset_loader(preset)._load_backbone_weights(backbone),
+    from_preset(lambda preset: get_preset_loader(preset)._load_backbone_weights(backbone),
                  location)

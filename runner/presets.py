@@ -146,6 +146,25 @@ def _check_claim(model_cfg, claim, described: Described) -> None:
                             f"has {described.numbers[key]}; fix the model file")
 
 
+def from_preset(loader, preset: str, **kwargs):
+    """Call a keras-hub from_preset, turning download failures into one clear UserError."""
+    try:
+        return loader(preset, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"model.preset={preset} could not be loaded ({first[:200]}); if this machine is "
+            "offline, download the preset elsewhere and set model.preset to its local folder"
+        ) from None
+    except Exception as exc:  # requests' ConnectionError is not an OSError subclass everywhere
+        if "Connection" in type(exc).__name__ or "resolve" in str(exc):
+            raise UserError(
+                f"model.preset={preset} could not be downloaded ({type(exc).__name__}); "
+                "download it where there is a network and set model.preset to its local folder"
+            ) from None
+        raise
+
+
 def describe(model_cfg) -> Described:
     """The preset's family and architecture (see the module docstring), or a UserError."""
     claim = _claim(model_cfg)

@@ -103,3 +103,18 @@ def test_an_int4_base_trains_split_over_the_model_axis_with_lora_dropout(workdir
     losses = [json.loads(line)["loss"] for line in (workdir / "run" / "metrics.jsonl")
               .read_text().splitlines() if '"loss"' in line]
     assert len(losses) >= 2 and all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_a_family_with_matrices_outside_linear_layers_is_refused_before_weights(tmp_path):
+    """Mixtral's expert bank is one variable per layer, not Dense layers: a 4-bit base would
+    leave it (most of the model) in full precision, so the plan refuses, naming it."""
+    import hf_checkpoints
+    from runner.plan.assemble import make_plan
+
+    folder = hf_checkpoints.make("mixtral", tmp_path / "mixtral")
+    for mode in ("nf4", "int4"):
+        the_plan, _ = make_plan(compose(f"model.preset={folder}", f"quant={mode}"), 8)
+        assert any(f"quant={mode}:" in p and "outside any Dense" in p
+                   for p in the_plan.problems), the_plan.problems
+    plain, _ = make_plan(compose(f"model.preset={folder}"), 8)
+    assert not any("outside any Dense" in p for p in plain.problems)

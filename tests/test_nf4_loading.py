@@ -65,9 +65,11 @@ def _held_bytes() -> int:
     return sum(buffers.values())
 
 
-@pytest.mark.parametrize("source", ["keras-hub preset", "hugging face folder", "random"])
+@pytest.mark.parametrize("source,quant", [("keras-hub preset", "nf4"),
+                                          ("hugging face folder", "nf4"), ("random", "nf4"),
+                                          ("keras-hub preset", "int4")])
 def test_loading_layer_by_layer_gives_the_values_of_quantizing_after_a_full_load(
-        source, tmp_path):
+        source, quant, tmp_path):
     import keras
 
     import hf_checkpoints
@@ -75,14 +77,14 @@ def test_loading_layer_by_layer_gives_the_values_of_quantizing_after_a_full_load
     extra = {"keras-hub preset": [],
              "hugging face folder": [f"model.preset={hf_checkpoints.make('qwen2', tmp_path)}"],
              "random": ["model.weights=random"]}[source]
-    cfg = compose("quant=nf4", "lora=rank4", "lora.dropout=0.05", "train.precision=bfloat16",
-                  *extra)
+    cfg = compose(f"quant={quant}", "lora=rank4", "lora.dropout=0.05",
+                  "train.precision=bfloat16", *extra)
     devices = keras.distribution.list_devices()
     the_plan = _plan(cfg, devices)
     streamed = _values(_build(cfg, devices, the_plan, after_full_load=False))
     whole = _values(_build(cfg, devices, the_plan, after_full_load=True))
     assert sorted(streamed) == sorted(whole)
-    assert any(path.endswith("/nf4_codes") for path in streamed)
+    assert any(path.endswith(f"/{quant}_codes") for path in streamed)
     assert any(path.endswith("/lora_kernel_a") for path in streamed)
     if source == "hugging face folder":
         assert any(path.endswith("/bias") for path in streamed)

@@ -34,7 +34,7 @@ def _finished_run(folder: RunDir):
         raise UserError(f"{folder.path} is a run that did not finish (status {status}); "
                         "finish it (run the same command again to resume) before exporting")
     if cfg.quant.mode in ("int8", "int4"):
-        raise UserError(f"{folder.path} trained on Keras's {cfg.quant.mode} base; export needs "
+        raise UserError(f"{folder.path} trained on an {cfg.quant.mode} base; export needs "
                         "the full-precision base (or NF4's, which transformers quantizes alike): "
                         "train with quant=none or quant=nf4")
     return cfg

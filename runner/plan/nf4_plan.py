@@ -102,8 +102,8 @@ def _fitted(spec, variable, name, columns_axis, axis_sizes, problems, notes):
             pattern = layer_pattern(variable.path)
             mode = name.split("_", 1)[0]  # nf4_codes -> nf4
             if name in nf4_layers.CODES:
-                problems.append(f"quant={mode}: {pattern} has {variable.shape[dim]} rows of codes "
-                                f"on axis {dim}, which do not divide by mesh axis '{axis}' "
+                problems.append(f"quant={mode}: {pattern} has {variable.shape[dim]} codes on "
+                                f"axis {dim}, which do not divide by mesh axis '{axis}' "
                                 f"(size {size}); choose a mesh that divides it")
             else:
                 notes.append(f"quant={mode}: {pattern} ({variable.shape[dim]} on axis {dim}) does "

@@ -98,11 +98,13 @@ def problems(backbone, block: int, mode: str = "nf4") -> list[str]:
                 f"quant={mode}: {layer_pattern(layer.path + '/kernel')} has {columns} inputs "
                 f"per output, which do not divide into quant.block_size={block}; use a block "
                 f"size that divides {columns} (32 at the least), or quant=int8"))
-    for path in _outside_linear_layers(backbone):
-        found.setdefault(layer_pattern(path), (
-            f"quant={mode}: {layer_pattern(path)} is a matrix of the blocks outside any Dense or "
+    outside = list(dict.fromkeys(layer_pattern(p) for p in _outside_linear_layers(backbone)))
+    if outside:  # one line: Mixtral has three such patterns per block name
+        more = f" and {len(outside) - 1} more" if len(outside) > 1 else ""
+        found.setdefault("outside", (
+            f"quant={mode}: {outside[0]}{more} are matrices of the blocks outside any Dense or "
             "EinsumDense layer (as Mixtral's expert bank), which the runner cannot store in 4 "
-            "bits and would load in full; use quant=int8 or quant=none"))
+            "bits and would load in full (Keras's int8 skips them too); use quant=none"))
     return list(found.values())
 
 

@@ -14,6 +14,7 @@ from runner.backbones import (backbone_class, causal_lm_class, dtype_policy, no_
 from runner.errors import UserError
 from runner.factored_lora import add_dropout, factor
 from runner.families import FAMILIES, by_backbone, correct
+from runner.gc_scope import one_collection
 from runner.plan.memory import Dimensions
 from runner.presets import (SHIPPED_PRESETS, TRANSFORMERS, describe, from_preset,  # noqa: F401
                             resolve_preset)
@@ -103,7 +104,8 @@ def _quantize(backbone, quant_cfg) -> None:
 
     mode = quant_cfg.mode if quant_cfg is not None else "none"  # None: not quantized
     if mode == "int8":
-        with warnings.catch_warnings():  # "RMSNormalization has no quantize method": expected
+        with warnings.catch_warnings(), one_collection():  # one gc.collect, not one per layer
+            # "RMSNormalization has no quantize method": expected
             warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
             backbone.quantize(mode)
 

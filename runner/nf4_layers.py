@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from runner import int4, nf4
 from runner.factored_lora import factored_class, own_call, product
+from runner.gc_scope import one_collection
 from runner.plan import layer_pattern
 
 VARIABLES = ("nf4_codes", "nf4_absmax_codes", "nf4_absmax", "nf4_scale", "nf4_offset",
@@ -98,14 +99,22 @@ def problems(backbone, block: int, mode: str = "nf4") -> list[str]:
                 f"quant={mode}: {layer_pattern(layer.path + '/kernel')} has {columns} inputs "
                 f"per output, which do not divide into quant.block_size={block}; use a block "
                 f"size that divides {columns} (32 at the least), or quant=int8"))
+    return list(found.values()) + outside_problems(backbone, mode)
+
+
+def outside_problems(backbone, mode: str) -> list[str]:
+    """quant=`mode` (nf4, int4 or Keras's int8) quantizes Dense and EinsumDense layers only: a
+    matrix of the blocks held elsewhere (Mixtral's expert bank, most of that model) would stay
+    in full precision without a word. One line, or none."""
     outside = list(dict.fromkeys(layer_pattern(p) for p in _outside_linear_layers(backbone)))
-    if outside:  # one line: Mixtral has three such patterns per block name
-        more = f" and {len(outside) - 1} more" if len(outside) > 1 else ""
-        found.setdefault("outside", (
-            f"quant={mode}: {outside[0]}{more} are matrices of the blocks outside any Dense or "
-            "EinsumDense layer (as Mixtral's expert bank), which the runner cannot store in 4 "
-            "bits and would load in full (Keras's int8 skips them too); use quant=none"))
-    return list(found.values())
+    if not outside:  # one line: Mixtral has three such patterns per block name
+        return []
+    more = f" and {len(outside) - 1} more" if len(outside) > 1 else ""
+    which = "Keras's int8 does not quantize" if mode == "int8" else \
+        "the runner cannot store in 4 bits"
+    return [f"quant={mode}: {outside[0]}{more} are matrices of the blocks outside any Dense or "
+            f"EinsumDense layer (as Mixtral's expert bank), which {which} and would keep in "
+            "full precision; use quant=none"]
 
 
 def _outside_linear_layers(backbone) -> list[str]:
@@ -120,17 +129,17 @@ def _outside_linear_layers(backbone) -> list[str]:
 
 def quantize(backbone, quant_cfg, abstract: bool = False) -> list:
     """Store every quantizable layer of `backbone` in quant_cfg.mode's 4 bits (its float kernel
-    dropped) and make it
-    dequantize in its call; returns the layers. Call after LoRA is enabled (enable_lora reads
+    dropped) and make it dequantize in its call; returns the layers. Call after LoRA is enabled (enable_lora reads
     the float kernel's shape) and inside the distribution's scope. `abstract`: the plan's model
     under a no-memory scope: the variables get their shapes, nothing is computed."""
     layers = quantizable_layers(backbone)
     mode = str(quant_cfg.mode)
-    for layer in layers:
-        _quantize_layer(layer, _Layout(tuple(layer._kernel.shape), view(layer), mode,
-                                       int(quant_cfg.block_size),
-                                       mode == "nf4" and bool(quant_cfg.double_quant),
-                                       str(quant_cfg.compute_dtype)), abstract)
+    with one_collection():  # Keras collects garbage for each kernel dropped: once for all
+        for layer in layers:
+            _quantize_layer(layer, _Layout(tuple(layer._kernel.shape), view(layer), mode,
+                                           int(quant_cfg.block_size),
+                                           mode == "nf4" and bool(quant_cfg.double_quant),
+                                           str(quant_cfg.compute_dtype)), abstract)
     return layers
 
 

@@ -1,16 +1,17 @@
-"""quant=nf4's model loaded one linear layer at a time: the full-precision base is never held.
+"""quant=nf4's (and int4's) model loaded one linear layer at a time: the full-precision base is
+never held.
 
 The backbone is built with no memory behind its variables (as the plan builds it), LoRA added
-and every linear layer made NF4 (runner/nf4_layers.py) while nothing is allocated. Then the
-other variables (embedding, norms, LoRA, the NF4 variables' zeros) are allocated, and each
-linear layer's float kernel is read, placed as the plan's load rule places it, quantized into
-the layer's NF4 variables and dropped before the next is read:
+and every linear layer made 4-bit (runner/nf4_layers.py, NF4 or int4 storage) while nothing is
+allocated. Then the other variables (embedding, norms, LoRA, the 4-bit variables' zeros) are
+allocated, and each linear layer's float kernel is read, placed as the plan's load rule places
+it, quantized into the layer's 4-bit variables and dropped before the next is read:
     a keras-hub preset   Keras's own weights-file reader, which calls each layer's
-                         load_own_variables (the NF4 layer's quantizes what it reads)
+                         load_own_variables (the 4-bit layer's quantizes what it reads)
     a Hugging Face folder the converter's port_weight (runner/hf/load.py) assigns to the
                          layer's `kernel`, which while loading is a stand-in that quantizes
     model.weights=random each kernel's own initializer, run one kernel at a time
-So loading needs the NF4 base plus one float kernel, where quantizing after a full-precision
+So loading needs the 4-bit base plus one float kernel, where quantizing after a full-precision
 load needed the whole float base (gemma_7b_en: 15.9 GB in bfloat16 against 5.2 GB). Every value
 equals what quantizing after the full load gives (tests/test_nf4_loading.py).
 """
@@ -24,9 +25,9 @@ from runner.presets import TRANSFORMERS, from_preset
 
 
 class _KernelSink:
-    """Stands in for an NF4 layer's float kernel while the model loads: a value assigned to it
+    """Stands in for a 4-bit layer's float kernel while the model loads: a value assigned to it
     is cast to the kernel's dtype and placed as the kernel would be (Variable.assign's steps),
-    then quantized into the layer's NF4 variables; nothing of it is kept."""
+    then quantized into the layer's 4-bit variables; nothing of it is kept."""
 
     def __init__(self, layer, variable):
         self.layer, self.variable = layer, variable  # `variable`: the deferred float kernel
@@ -87,7 +88,7 @@ def causal_lm(described, add_lora, quant_cfg, precision, preprocessor, random: b
 
 
 def _allocate(lm) -> None:
-    """Allocate every variable the no-memory build deferred (the float kernels of NF4 layers are
+    """Allocate every variable the no-memory build deferred (the float kernels of 4-bit layers are
     no longer the model's). Keras has a public call only for all deferred variables of the
     process at once, hence its per-variable one."""
     for variable in lm.variables:
@@ -96,7 +97,7 @@ def _allocate(lm) -> None:
 
 
 def _load(backbone, described, sinks) -> None:
-    """The preset's weights, each NF4 layer's kernel through its sink (see the module's
+    """The preset's weights, each 4-bit layer's kernel through its sink (see the module's
     docstring); LoRA's variables keep their initial values, as when LoRA is added after
     loading."""
     lora = [v for v in backbone.variables if v.path.rsplit("/", 1)[-1].startswith("lora_")]

@@ -152,10 +152,14 @@ def from_preset(loader, preset: str, **kwargs):
         return loader(preset, **kwargs)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"model.preset={preset} could not be loaded ({first[:200]}); if this machine is "
-            "offline, download the preset elsewhere and set model.preset to its local folder"
-        ) from None
+        if Path(preset).expanduser().is_dir():  # nothing was downloaded: the folder is at fault
+            fix = ("its files are damaged, incomplete or not this architecture's; copy or "
+                   "download the preset again")
+        else:
+            fix = ("if this machine is offline, download the preset elsewhere and set "
+                   "model.preset to its local folder")
+        raise UserError(f"model.preset={preset} could not be loaded ({first[:200]}); {fix}"
+                        ) from None
     except Exception as exc:  # requests' ConnectionError is not an OSError subclass everywhere
         if "Connection" in type(exc).__name__ or "resolve" in str(exc):
             raise UserError(

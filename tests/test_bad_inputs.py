@@ -107,6 +107,30 @@ def test_runner_checks(workdir, overrides, words):
     assert not (run_dir / "wandb").exists()
 
 
+@pytest.mark.parametrize("quant", ["none", "nf4"])
+def test_a_damaged_local_preset_is_one_line_naming_its_files_not_the_network(workdir, quant):
+    """A local preset folder whose weights file is cut short: one line saying the folder's files
+    are at fault (no hint to download for an offline machine), exit 2, on the float path and on
+    the 4-bit path's layer-by-layer reading (runner/nf4_loading.py) alike."""
+    import shutil
+
+    from runner.presets import SHIPPED_PRESETS
+
+    preset = workdir / "damaged_preset"
+    shutil.copytree(SHIPPED_PRESETS / "tiny_gemma", preset)
+    weights = preset / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    proc = run_cli(f"model.preset={preset}", f"quant={quant}", "lora=rank4",
+                   "hydra.run.dir=run", cwd=workdir, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    _check_one_clear_line(proc, [f"model.preset={preset}", "damaged", "again"])
+    assert "offline" not in lines[0]
+    assert RunDir(workdir / "run").summary()["status"] == "failed"
+    assert not (workdir / "run" / METRICS).exists()
+
+
 def test_full_error_shows_the_stack_trace(workdir):
     proc = run_cli("train.batch_size=7", "hydra.run.dir=run", cwd=workdir,
                    env={"HYDRA_FULL_ERROR": "1"})

@@ -106,13 +106,14 @@ def test_an_int4_base_trains_split_over_the_model_axis_with_lora_dropout(workdir
 
 
 def test_a_family_with_matrices_outside_linear_layers_is_refused_before_weights(tmp_path):
-    """Mixtral's expert bank is one variable per layer, not Dense layers: a 4-bit base would
-    leave it (most of the model) in full precision, so the plan refuses, naming it."""
+    """Mixtral's expert bank is one variable per layer, not Dense layers: a 4-bit base (or
+    Keras's int8, which skips it) would leave it (most of the model) in full precision, so the
+    plan refuses, naming it."""
     import hf_checkpoints
     from runner.plan.assemble import make_plan
 
     folder = hf_checkpoints.make("mixtral", tmp_path / "mixtral")
-    for mode in ("nf4", "int4"):
+    for mode in ("nf4", "int4", "int8"):
         the_plan, _ = make_plan(compose(f"model.preset={folder}", f"quant={mode}"), 8)
         lines = [p for p in the_plan.problems if "outside any Dense" in p]
         assert len(lines) == 1 and f"quant={mode}:" in lines[0], the_plan.problems

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from runner import layout, mesh, model, objective, optim, reference_model
+from runner import layout, mesh, model, nf4_layers, objective, optim, reference_model
 from runner.derived_layout import derive
 from runner.backbones import stable_names
 from runner.errors import UserError
@@ -77,6 +77,9 @@ def make_plan(cfg, n_devices: int, described=None) -> tuple[Plan, list[layout.Ru
                               large_replicated_bytes=int(cfg.plan.large_replicated_mb * 2**20),
                               weight_axes=weight_axes,
                               micro_batches=int(cfg.train.gradient_accumulation_steps))
+    if str(cfg.quant.mode) == "int8":  # Keras's int8 skips what no linear layer holds
+        the_plan = dataclasses.replace(the_plan, problems=the_plan.problems + (
+            nf4_layers.outside_problems(backbone, "int8")))
     if model.four_bit(cfg.quant):  # the NF4 variables, split as their float kernels
         with model.no_memory_scope(), stable_names():
             the_plan = nf4_plan.planned(the_plan, backbone, cfg.quant, axis_sizes)

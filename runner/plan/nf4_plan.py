@@ -33,7 +33,7 @@ def _group_axis(spec, axes, axis_sizes):
 
 
 def planned(the_plan: Plan, backbone, quant_cfg, axis_sizes: dict) -> Plan:
-    """`the_plan` (of the float model) with the NF4 variables of `backbone` (abstract, LoRA on)
+    """`the_plan` (of the float model) with the 4-bit variables of `backbone` (abstract, LoRA on)
     in place of the kernels they replace; `backbone` is quantized abstractly on the way."""
     mode = str(quant_cfg.mode)
     found = nf4_layers.problems(backbone, int(quant_cfg.block_size), mode)

@@ -129,8 +129,8 @@ def _outside_linear_layers(backbone) -> list[str]:
 
 def quantize(backbone, quant_cfg, abstract: bool = False) -> list:
     """Store every quantizable layer of `backbone` in quant_cfg.mode's 4 bits (its float kernel
-    dropped) and make it dequantize in its call; returns the layers. Call after LoRA is enabled (enable_lora reads
-    the float kernel's shape) and inside the distribution's scope. `abstract`: the plan's model
+    dropped) and make it dequantize in its call; returns the layers. Call after LoRA is enabled
+    (enable_lora reads the float kernel's shape) and inside the distribution's scope. `abstract`: the plan's model
     under a no-memory scope: the variables get their shapes, nothing is computed."""
     layers = quantizable_layers(backbone)
     mode = str(quant_cfg.mode)
